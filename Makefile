@@ -1,0 +1,52 @@
+# hulk: one Makefile, standard targets. `make help` lists them.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+install: $(PY) ## Create the venv and install hulk (release build) with dev, test and bench extras
+	rm -f python/hulk/_native*.so
+	$(PIP) install -q -e '.[dev]' --config-settings=build-args='--profile release'
+
+build-dev: $(PY) ## Rebuild the native module in release mode into the venv (fast incremental)
+	rm -f python/hulk/_native*.so
+	$(VENV)/bin/maturin develop --release -q
+
+lint: ## rustfmt, clippy -D warnings, ruff check, ruff format --check
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
+
+typecheck: ## mypy --strict and stubtest (the .pyi matches the compiled module)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/python -m mypy.stubtest hulk._native --allowlist .mypy-stubtest-allowlist
+
+test-rust: ## cargo test for the native core
+	cargo test
+
+test: ## The whole Python suite with coverage of python/hulk (fails under 85%)
+	$(VENV)/bin/python -m pytest --cov=hulk --cov-report=term --cov-fail-under=85
+
+check: install lint typecheck test-rust test ## Everything CI runs, from a clean clone
+
+bench: ## Every benchmark; writes bench/RESULTS.md
+	$(VENV)/bin/python bench/run_all.py
+
+demo: ## Short demo of the native core
+	$(VENV)/bin/python -m hulk.demo
+
+clean: ## Remove build products and the venv
+	rm -rf target $(VENV) python/hulk/_native*.so .pytest_cache .mypy_cache .ruff_cache .coverage
+
+.PHONY: help install build-dev lint typecheck test-rust test check bench demo clean

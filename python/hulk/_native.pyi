@@ -1,0 +1,306 @@
+"""Type stubs for `hulk._native`, the compiled core (import it as `hulk.native`).
+
+Blocking notes: every method is O(1) or O(log n) and stays attached to the GIL, except
+`BoundedQueue.push` and `BoundedQueue.pop` with a timeout, which release the GIL while they wait.
+Every time-dependent method takes an optional `now` (monotonic seconds, see `monotonic()`).
+"""
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, Literal, TypedDict
+
+__version__: Final[str]
+build_profile: Final[Literal["debug", "release"]]
+
+def monotonic() -> float:
+    """Monotonic seconds from the native clock (CLOCK_MONOTONIC, the same as `time.monotonic()`)."""
+
+# --- errors (module path: hulk.errors) -----------------------------------------------------------
+
+class HulkError(Exception):
+    """Base class of every error raised by hulk."""
+
+class QueueEmpty(HulkError):
+    """A non-blocking pop (or a timed-out blocking one) found no item."""
+
+class QueueFull(HulkError):
+    """The queue is at capacity: the backpressure signal."""
+
+    capacity: int
+
+class QueueClosed(HulkError):
+    """Push to a closed queue, or pop from a closed and drained one."""
+
+class BreakerOpen(HulkError):
+    """A circuit breaker refused a call."""
+
+    retry_after: float
+    name: str
+
+# --- counters ------------------------------------------------------------------------------------
+
+class _HistogramSnapshot(TypedDict):
+    buckets: list[float]
+    counts: list[int]
+    sum: float
+    count: int
+
+class Counter:
+    """An atomic counter bumped on the hot path and read at scrape time."""
+
+    def __init__(self) -> None: ...
+    def inc(self, amount: int = 1) -> None:
+        """Adds `amount` (default 1)."""
+
+    @property
+    def value(self) -> int:
+        """The current value."""
+
+class Histogram:
+    """A fixed-bucket histogram filled on the hot path and read at scrape time."""
+
+    def __init__(self, *, buckets: list[float]) -> None: ...
+    def observe(self, value: float) -> None:
+        """Records one observation; raises ValueError for NaN."""
+
+    def snapshot(self) -> _HistogramSnapshot:
+        """Upper bounds, cumulative counts (+Inf last), sum and count."""
+
+# --- BoundedQueue --------------------------------------------------------------------------------
+
+class _QueueStats(TypedDict):
+    pushed: int
+    popped: int
+    rejected: int
+
+class BoundedQueue:
+    """Lock-free bounded MPMC FIFO of Python objects (crossbeam ArrayQueue).
+
+    Args:
+        capacity: maximum number of items, >= 1 (ValueError otherwise).
+    """
+
+    def __init__(self, capacity: int) -> None: ...
+    @property
+    def capacity(self) -> int:
+        """Maximum number of items."""
+
+    @property
+    def closed(self) -> bool:
+        """True once `close()` was called."""
+
+    def __len__(self) -> int: ...
+    def try_push(self, item: object) -> bool:
+        """Appends `item`; False when full (backpressure). Raises QueueClosed when closed."""
+
+    def try_pop(self) -> Any:
+        """Removes the oldest item; raises QueueEmpty when empty (None is a valid item)."""
+
+    def push(self, item: object, timeout: float | None = None) -> None:
+        """Appends, waiting up to `timeout` seconds (None: forever) for room. Releases the GIL while waiting.
+
+        Raises:
+            QueueFull: still full after `timeout`.
+            QueueClosed: the queue is (or gets) closed.
+        """
+
+    def pop(self, timeout: float | None = None) -> Any:
+        """Removes the oldest item, waiting up to `timeout` seconds (None: forever). Releases the GIL.
+
+        Raises:
+            QueueEmpty: still empty after `timeout`.
+            QueueClosed: the queue is closed and drained.
+        """
+
+    def push_many(self, items: Iterable[object]) -> int:
+        """Appends items in order until full; returns how many were accepted. Raises QueueClosed."""
+
+    def pop_many(self, max_items: int) -> list[Any]:
+        """Removes up to `max_items` items (may return an empty list)."""
+
+    def close(self) -> None:
+        """Closes the queue: waiters wake, pushes raise QueueClosed, remaining items can be popped."""
+
+    def add_waiter(self, callback: Callable[[], object]) -> bool:
+        """Registers a one-shot callback run after the next push or close.
+
+        Returns False, registering nothing, when the queue is already non-empty or closed, so the
+        caller pops again instead of waiting. The callback runs on the pushing thread with the GIL
+        held; asyncio consumers pass `loop.call_soon_threadsafe`-based callbacks (see `pop_async`).
+        """
+
+    def stats(self) -> _QueueStats:
+        """Counters: items pushed, popped and rejected (full)."""
+
+# --- BackoffScheduler ----------------------------------------------------------------------------
+
+_JitterMode = Literal["none", "full", "equal", "decorrelated"]
+
+class BackoffScheduler:
+    """Holds items until they are due; computes exponential backoff delays with jitter.
+
+    The delay for attempt n >= 1 is d = min(max_delay, base * factor**(n-1)), then jitter:
+    "none" -> d; "full" -> uniform(0, d); "equal" -> d/2 + uniform(0, d/2);
+    "decorrelated" -> min(max_delay, uniform(base, 3 * previous delay of that key)).
+    """
+
+    def __init__(
+        self,
+        *,
+        base: float,
+        factor: float = 2.0,
+        max_delay: float,
+        jitter: _JitterMode = "full",
+        seed: int | None = None,
+    ) -> None: ...
+    def delay(self, attempt: int) -> float:
+        """Computes one delay for `attempt` (>= 1) without scheduling anything."""
+
+    def schedule(self, key: str, item: object, attempt: int, now: float | None = None) -> float:
+        """Schedules `item` under `key` after the backoff delay for `attempt`; returns its due time.
+
+        Re-scheduling a key replaces its previous entry.
+        """
+
+    def schedule_at(self, key: str, item: object, due: float) -> None:
+        """Schedules `item` under `key` at the absolute monotonic time `due`."""
+
+    def cancel(self, key: str) -> bool:
+        """Removes the entry of `key`; True if there was one."""
+
+    def pop_due(self, now: float | None = None, max_items: int = 1024) -> list[Any]:
+        """Removes and returns the items due at `now`, earliest first, at most `max_items`."""
+
+    def next_due(self) -> float | None:
+        """The earliest due time, or None when empty."""
+
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object) -> bool: ...
+
+# --- CircuitBreaker ------------------------------------------------------------------------------
+
+_BreakerState = Literal["closed", "open", "half_open"]
+
+class _BreakerMetrics(TypedDict):
+    state: _BreakerState
+    failure_rate: float
+    slow_call_rate: float
+    calls: int
+    failures: int
+    slow_calls: int
+    rejected: int
+
+class CircuitBreaker:
+    """A circuit breaker with resilience4j's semantics (count or time sliding window).
+
+    Rates are percentages, computed once the window holds `minimum_calls` (capped at the window
+    size for count windows); the breaker opens when a rate is >= its threshold (or when
+    `failure_count_threshold` failures are in the window); a call is slow when its duration is
+    strictly greater than `slow_call_duration`. OPEN moves to HALF_OPEN by itself after
+    `wait_open` plus up to `jitter * wait_open`; HALF_OPEN allows exactly `half_open_calls` probes.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "default",
+        failure_rate_threshold: float = 50.0,
+        slow_call_rate_threshold: float = 100.0,
+        slow_call_duration: float = 60.0,
+        window_type: Literal["count", "time"] = "count",
+        window_size: int = 100,
+        minimum_calls: int = 100,
+        wait_open: float = 60.0,
+        jitter: float = 0.0,
+        half_open_calls: int = 10,
+        bucket_width: float = 1.0,
+        failure_count_threshold: int | None = None,
+        seed: int | None = None,
+    ) -> None: ...
+    @property
+    def name(self) -> str:
+        """The breaker's name."""
+
+    @property
+    def state(self) -> _BreakerState:
+        """"closed", "open" or "half_open" (reading it applies a due OPEN -> HALF_OPEN move)."""
+
+    def allow(self, now: float | None = None) -> bool:
+        """Asks permission for one call (counting half-open probes); False counts as rejected."""
+
+    def acquire(self, now: float | None = None) -> None:
+        """Like `allow`, but raises BreakerOpen (with `retry_after`) instead of returning False."""
+
+    def retry_after(self, now: float | None = None) -> float:
+        """Seconds until an open breaker half-opens (0.0 when not open)."""
+
+    def record_success(self, duration: float, now: float | None = None) -> None:
+        """Records a permitted call that succeeded after `duration` seconds."""
+
+    def record_failure(self, duration: float, now: float | None = None) -> None:
+        """Records a permitted call that failed after `duration` seconds."""
+
+    def release(self, now: float | None = None) -> None:
+        """Ends a permitted call with no outcome (cancelled, ignored error), freeing its probe slot."""
+
+    def metrics(self, now: float | None = None) -> _BreakerMetrics:
+        """Current state, rates and counters."""
+
+    def reset(self) -> None:
+        """Back to CLOSED with an empty window."""
+
+    def force_open(self, now: float | None = None) -> None:
+        """Opens now, as if tripped; it half-opens after the usual (jittered) wait."""
+
+# --- L1Cache -------------------------------------------------------------------------------------
+
+_CacheKey = str | bytes
+
+class _CacheStats(TypedDict):
+    hits: int
+    misses: int
+    inserts: int
+    evictions: int
+    hit_ratio: float
+    size: int
+    capacity: int
+
+class L1Cache:
+    """Bounded concurrent cache with per-entry TTL and frequency-aware eviction.
+
+    Args:
+        capacity: maximum number of entries, >= 1.
+        ttl: default time to live in seconds for entries set without one (None: no expiry).
+    """
+
+    def __init__(self, capacity: int, *, ttl: float | None = None) -> None: ...
+    @property
+    def capacity(self) -> int:
+        """Maximum number of entries."""
+
+    def get(self, key: _CacheKey, default: Any = None, now: float | None = None) -> Any:
+        """The value of a live entry, or `default`."""
+
+    def set(self, key: _CacheKey, value: object, ttl: float | None = None, now: float | None = None) -> None:
+        """Stores `value`; `ttl` overrides the cache's default."""
+
+    def delete(self, key: _CacheKey) -> bool:
+        """Removes `key`; True if it was present."""
+
+    def get_many(self, keys: Iterable[_CacheKey], now: float | None = None) -> dict[_CacheKey, Any]:
+        """The live entries among `keys` (misses are left out)."""
+
+    def set_many(
+        self,
+        items: Mapping[_CacheKey, object] | Iterable[tuple[_CacheKey, object]],
+        ttl: float | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Stores every item with the same `ttl`."""
+
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object) -> bool: ...
+    def clear(self) -> None:
+        """Removes every entry."""
+
+    def stats(self) -> _CacheStats:
+        """Hits, misses, inserts, evictions, hit ratio, size and capacity."""
