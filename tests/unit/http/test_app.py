@@ -6,7 +6,7 @@ The real service process with NATS is covered by tests/integration; this file pi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -61,7 +61,7 @@ class FakeBackend:
         task["status"] = "cancelled"
         return task
 
-    async def list_dead(self, *, tenant: str | None, limit: int) -> list[Mapping[str, Any]]:
+    async def list_dead(self, *, tenant: str | None, limit: int) -> Sequence[Mapping[str, Any]]:
         return [t for t in self.tasks.values() if t["status"] == "dead" and tenant in (None, t["tenant"])][:limit]
 
     async def replay(self, task_id: str, *, tenant: str | None) -> Mapping[str, Any] | None:
@@ -76,7 +76,7 @@ class FakeBackend:
     def readiness(self) -> tuple[bool, Mapping[str, Any]]:
         return self.ready_ok, {"nats": self.ready_ok}
 
-    def breakers(self) -> list[Mapping[str, Any]]:
+    def breakers(self) -> Sequence[Mapping[str, Any]]:
         return [{"name": n, "state": "closed"} for n in sorted(self.breaker_names)]
 
     def reset_breaker(self, name: str) -> bool:
