@@ -44,10 +44,11 @@ class _HistogramSnapshot(TypedDict):
     sum: float
     count: int
 
+@final
 class Counter:
     """An atomic counter bumped on the hot path and read at scrape time."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Self: ...
     def inc(self, amount: int = 1) -> None:
         """Adds `amount` (default 1)."""
 
@@ -55,10 +56,11 @@ class Counter:
     def value(self) -> int:
         """The current value."""
 
+@final
 class Histogram:
     """A fixed-bucket histogram filled on the hot path and read at scrape time."""
 
-    def __init__(self, *, buckets: list[float]) -> None: ...
+    def __new__(cls, *, buckets: list[float]) -> Self: ...
     def observe(self, value: float) -> None:
         """Records one observation; raises ValueError for NaN."""
 
