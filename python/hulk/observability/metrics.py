@@ -3,8 +3,9 @@
 The hot path never calls prometheus_client: the engine bumps `hulk._native.Counter`s and fills
 `hulk._native.Histogram`s (atomics), and this module reads them only when `/metrics` is scraped,
 through *sources* registered on `Metrics`. A source is anything with `collect() -> Iterable[Metric]`
-(prometheus_client's collector protocol) or a callable returning such an iterable; the adapters below
-build them from native objects:
+(prometheus_client's collector protocol), a callable returning such an iterable, or a callable
+returning a dict {metric name: number} (a counter when the name ends in `_total`, else a gauge, e.g.
+`lambda: {"hulk_queue_depth": len(queue)}`). The adapters below build sources from native objects:
 
 | adapter            | from                                                     | Prometheus type |
 |--------------------|----------------------------------------------------------|-----------------|
@@ -21,7 +22,7 @@ tests isolated and the output free of anything we did not register.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, Gauge
@@ -263,7 +264,18 @@ def breaker_states(read: Callable[[], Iterable[BreakerLike]], *, name: str = "hu
     return gauge_family(name, ("name",), lambda: {(b.name,): BREAKER_STATE_VALUES[b.state] for b in read()})
 
 
-Source = MetricSource | Callable[[], Iterable[Metric]]
+Source = MetricSource | Callable[[], Iterable[Metric] | Mapping[str, float]]
+
+
+def _from_mapping(figures: Mapping[str, float]) -> Iterator[Metric]:
+    """{metric name: number} -> one family per name: a counter when it ends in `_total`, else a gauge."""
+    for name, value in figures.items():
+        known = HULK_METRICS.get(name)
+        text = known[2] if known is not None else f"{name} (hulk)."
+        if name.endswith("_total"):
+            yield CounterMetricFamily(name, text, value=float(value))
+        else:
+            yield GaugeMetricFamily(name, text, value=float(value))
 
 
 class _Sources(Collector):
@@ -277,7 +289,8 @@ class _Sources(Collector):
         """Collects every source; logs once when one starts failing, once when it recovers."""
         for source in list(self.sources):
             try:
-                families = list(source.collect() if isinstance(source, MetricSource) else source())
+                produced = source.collect() if isinstance(source, MetricSource) else source()
+                families = list(_from_mapping(produced) if isinstance(produced, Mapping) else produced)
             except Exception as exc:  # one broken source must not take /metrics down
                 if id(source) not in self._failing:
                     self._failing.add(id(source))

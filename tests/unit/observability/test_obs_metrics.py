@@ -189,6 +189,18 @@ def test_a_plain_callable_or_collector_is_a_source() -> None:
     assert "hulk_custom" not in families(metrics)
 
 
+def test_a_callable_returning_a_dict_is_a_source() -> None:
+    metrics = Metrics(instance="i")
+    queue = [1, 2, 3]
+    retried = Counter()
+    metrics.add_source(lambda: {"hulk_queue_depth": len(queue), "hulk_retries_total": retried.value})
+    retried.inc(4)
+    queue.append(4)
+    assert samples(metrics, "hulk_queue_depth") == {(): 4.0}
+    assert samples(metrics, "hulk_retries_total") == {(): 4.0}
+    assert families(metrics)["hulk_retries"].type == "counter"
+
+
 def test_a_failing_source_is_skipped_and_reported_once(output: io.BytesIO) -> None:
     metrics = Metrics(instance="i")
     broken = [True]
