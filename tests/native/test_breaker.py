@@ -217,7 +217,7 @@ def configs(window_type: Literal["count", "time"]) -> st.SearchStrategy[Cfg]:
     )
 
 
-@settings(max_examples=150, stateful_step_count=60, deadline=None)
+@settings(max_examples=100, stateful_step_count=50, deadline=None)
 class BreakerMachine(RuleBasedStateMachine):
     """Runs the same calls on the native breaker and the model; their answers must agree."""
 
