@@ -7,6 +7,7 @@ property, which uses the real clock.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -431,10 +432,17 @@ def test_half_open_probes_are_exact_under_threads(half_open_calls: int) -> None:
             granted.append(mine)
 
     threads = [threading.Thread(target=probe) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    # A tiny switch interval makes the threads interleave inside the 500 calls instead of running
+    # one after the other under the GIL.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert len(granted) == 8
     assert sum(granted) == half_open_calls
     assert b.metrics(now=1.0)["rejected"] == 8 * 500 - half_open_calls
