@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import threading
 from collections.abc import Iterator
 from enum import StrEnum
@@ -139,6 +140,39 @@ def test_frequent_keys_survive_a_scan() -> None:
     for i in range(5_000):
         c.set(f"scan{i}", i)
     assert sum(k in c for k in hot) >= 90
+
+
+def test_reference_counts_balance() -> None:
+    # The cache holds exactly one reference per stored entry and hands out new ones on reads.
+    value = object()
+    base = sys.getrefcount(value)
+    c = L1Cache(4)
+    c.set("a", value)
+    assert sys.getrefcount(value) == base + 1
+    for _ in range(100):
+        assert c.get("a") is value
+    assert c.get_many(["a", "a", "zz"]) == {"a": value}
+    assert "a" in c
+    assert sys.getrefcount(value) == base + 1
+    c.set("a", 1)  # replaced
+    assert sys.getrefcount(value) == base
+    c.set("b", value, ttl=1, now=0.0)
+    assert c.get("b", now=5.0) is None  # expired, dropped
+    assert sys.getrefcount(value) == base
+    one = L1Cache(1)
+    one.set("c", value)
+    one.set("k", 1)  # "c" is evicted
+    assert "c" not in one
+    assert one.stats()["evictions"] == 1
+    assert sys.getrefcount(value) == base
+    c.set_many({"d": value, "e": value})
+    assert sys.getrefcount(value) == base + 2
+    assert c.delete("d")
+    c.clear()
+    assert sys.getrefcount(value) == base
+    c.set("f", value)
+    del c
+    assert sys.getrefcount(value) == base
 
 
 # --- TTL with a driven clock -------------------------------------------------------------------------
@@ -418,10 +452,15 @@ def test_threads_share_one_cache() -> None:
             errors.append(e)
 
     threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter allows
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert not errors, errors[0]
     s = c.stats()
     assert s["hits"] + s["misses"] == sum(gets)
