@@ -24,6 +24,7 @@ use pyo3::types::PyString;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
@@ -309,22 +310,36 @@ impl<T> Timeline<T> {
         let due = due + 0.0;
         let seq = self.next_seq;
         self.next_seq += 1;
-        if let Some(&slot) = self.index.get(key) {
-            if let Some(Some(live)) = self.slots.get_mut(slot) {
-                live.seq = seq;
-                let replaced = std::mem::replace(&mut live.item, item);
-                let name = Arc::clone(&live.key);
-                self.heap.push(Pending { due, seq, slot });
-                self.compact_if_stale();
-                return (name, Some(replaced));
+        // Most schedules are for keys not pending (a retry comes after its entry was popped), so
+        // the name is allocated up front and the key hashed once through the entry API.
+        let (slot, name, replaced) = match self.index.entry(Arc::from(key)) {
+            Entry::Occupied(entry) => {
+                let slot = *entry.get();
+                match self.slots.get_mut(slot) {
+                    Some(Some(live)) => {
+                        live.seq = seq;
+                        let replaced = std::mem::replace(&mut live.item, item);
+                        (slot, Arc::clone(&live.key), Some(replaced))
+                    }
+                    // The index points at a free slot: cannot happen, but recover by storing anew.
+                    _ => {
+                        let name = Arc::clone(entry.key());
+                        let slot = Self::store(&mut self.slots, &mut self.free, &name, item, seq);
+                        *entry.into_mut() = slot;
+                        (slot, name, None)
+                    }
+                }
             }
-        }
-        let name: Arc<str> = Arc::from(key);
-        let slot = self.store(Arc::clone(&name), item, seq);
-        self.index.insert(Arc::clone(&name), slot);
+            Entry::Vacant(entry) => {
+                let name = Arc::clone(entry.key());
+                let slot = Self::store(&mut self.slots, &mut self.free, &name, item, seq);
+                entry.insert(slot);
+                (slot, name, None)
+            }
+        };
         self.heap.push(Pending { due, seq, slot });
         self.compact_if_stale();
-        (name, None)
+        (name, replaced)
     }
 
     /// Removes the pending entry of `key` and returns its item.
@@ -377,16 +392,26 @@ impl<T> Timeline<T> {
     }
 
     /// Stores a live entry in a free slot (or a new one) and returns the slot.
-    fn store(&mut self, key: Arc<str>, item: T, seq: u64) -> usize {
-        let live = Some(Live { key, item, seq });
-        match self.free.pop() {
-            Some(slot) if slot < self.slots.len() => {
-                self.slots[slot] = live;
+    fn store(
+        slots: &mut Vec<Option<Live<T>>>,
+        free: &mut Vec<usize>,
+        key: &Arc<str>,
+        item: T,
+        seq: u64,
+    ) -> usize {
+        let live = Some(Live {
+            key: Arc::clone(key),
+            item,
+            seq,
+        });
+        match free.pop() {
+            Some(slot) if slot < slots.len() => {
+                slots[slot] = live;
                 slot
             }
             _ => {
-                self.slots.push(live);
-                self.slots.len() - 1
+                slots.push(live);
+                slots.len() - 1
             }
         }
     }
