@@ -6,7 +6,7 @@
 //! - [`RecentDelays`]: a bounded memory of each key's previous delay, for decorrelated jitter.
 //! - [`Timeline`]: pending items keyed by string, popped in `(due, insertion)` order.
 //!
-//! The timeline is a binary min-heap of `(due, seq, slot)` over a slab of live entries, with a
+//! The timeline is a 4-ary min-heap of `(due, seq, slot)` over a slab of live entries, with a
 //! key → slot index. Re-scheduling or cancelling a key does not search the heap: it changes (or
 //! frees) the slot, and the heap entry whose `seq` no longer matches its slot is stale and skipped
 //! when it reaches the top. When stale entries outnumber live ones the heap is rebuilt, so
@@ -25,7 +25,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::errors::{check_duration, check_positive_duration};
@@ -216,7 +216,7 @@ struct Live<T> {
     seq: u64,
 }
 
-/// A heap entry: ordered by `due`, then `seq` (insertion order), reversed for a min-heap.
+/// A heap entry: ordered by `due`, then `seq` (insertion order).
 #[derive(Debug, Clone, Copy)]
 struct Pending {
     due: f64,
@@ -224,34 +224,118 @@ struct Pending {
     slot: usize,
 }
 
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
+impl Pending {
+    /// True when `self` comes out before `other`.
+    #[inline]
+    fn before(&self, other: &Self) -> bool {
+        match self.due.total_cmp(&other.due) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => self.seq < other.seq,
+        }
     }
 }
 
-impl Eq for Pending {}
-
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+/// A 4-ary min-heap of [`Pending`] entries.
+///
+/// With a million entries a binary heap's pop walks 20 levels, most of them cache misses; four
+/// children per node halve the depth and the four children of a node sit side by side in memory,
+/// which makes pops markedly faster at that size (std's `BinaryHeap` is binary only).
+#[derive(Debug, Default)]
+struct QuadHeap {
+    v: Vec<Pending>,
 }
 
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // BinaryHeap is a max-heap: reverse so the earliest (due, seq) is on top.
-        other
-            .due
-            .total_cmp(&self.due)
-            .then_with(|| other.seq.cmp(&self.seq))
+impl QuadHeap {
+    const ARITY: usize = 4;
+
+    fn len(&self) -> usize {
+        self.v.len()
+    }
+
+    fn peek(&self) -> Option<&Pending> {
+        self.v.first()
+    }
+
+    fn push(&mut self, p: Pending) {
+        self.v.push(p);
+        self.sift_up(self.v.len() - 1);
+    }
+
+    fn pop(&mut self) -> Option<Pending> {
+        let last = self.v.pop()?;
+        match self.v.first_mut() {
+            Some(top) => {
+                let popped = std::mem::replace(top, last);
+                self.sift_down(0);
+                Some(popped)
+            }
+            None => Some(last),
+        }
+    }
+
+    /// Keeps the entries for which `keep` is true, then restores the heap order in O(n).
+    fn retain(&mut self, keep: impl FnMut(&Pending) -> bool) {
+        self.v.retain(keep);
+        let n = self.v.len();
+        if n > 1 {
+            for i in (0..=(n - 2) / Self::ARITY).rev() {
+                self.sift_down(i);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.v.clear();
+    }
+
+    fn shrink_to(&mut self, min_capacity: usize) {
+        self.v.shrink_to(min_capacity);
+    }
+
+    /// Moves the entry at `i` up to its place, shifting parents down through a hole.
+    fn sift_up(&mut self, mut i: usize) {
+        let x = self.v[i];
+        while i > 0 {
+            let parent = (i - 1) / Self::ARITY;
+            if !x.before(&self.v[parent]) {
+                break;
+            }
+            self.v[i] = self.v[parent];
+            i = parent;
+        }
+        self.v[i] = x;
+    }
+
+    /// Moves the entry at `i` down to its place, shifting the earliest child up through a hole.
+    fn sift_down(&mut self, mut i: usize) {
+        let n = self.v.len();
+        let x = self.v[i];
+        loop {
+            let first = Self::ARITY * i + 1;
+            if first >= n {
+                break;
+            }
+            let mut best = first;
+            for c in first + 1..(first + Self::ARITY).min(n) {
+                if self.v[c].before(&self.v[best]) {
+                    best = c;
+                }
+            }
+            if !self.v[best].before(&x) {
+                break;
+            }
+            self.v[i] = self.v[best];
+            i = best;
+        }
+        self.v[i] = x;
     }
 }
 
 /// Pending items keyed by string, popped in `(due, insertion)` order; one entry per key.
 #[derive(Debug)]
 pub struct Timeline<T> {
-    heap: BinaryHeap<Pending>,
+    heap: QuadHeap,
     slots: Vec<Option<Live<T>>>,
     free: Vec<usize>,
     index: HashMap<Arc<str>, usize>,
@@ -272,7 +356,7 @@ impl<T> Timeline<T> {
     /// Creates an empty timeline.
     pub fn new() -> Self {
         Self {
-            heap: BinaryHeap::new(),
+            heap: QuadHeap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             index: HashMap::new(),
@@ -819,6 +903,33 @@ mod tests {
         assert_eq!(m.get("k0"), None);
         m.put(Arc::from("k99"), 1.5);
         assert_eq!(m.get("k99"), Some(1.5));
+    }
+
+    #[test]
+    fn quad_heap_pops_in_order_and_retains() {
+        let mut r = rng();
+        let mut h = QuadHeap::default();
+        let mut model: Vec<(f64, u64)> = Vec::new();
+        for seq in 0..5_000u64 {
+            // Few distinct dues, so ties (broken by seq) are common.
+            let due = f64::from(r.random_range(0..50u32));
+            h.push(Pending { due, seq, slot: 0 });
+            model.push((due, seq));
+            if seq % 3 == 0 {
+                model.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let p = h.pop().unwrap();
+                assert_eq!((p.due, p.seq), model.remove(0));
+            }
+        }
+        h.retain(|p| p.seq % 2 == 0);
+        model.retain(|e| e.1 % 2 == 0);
+        model.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        assert_eq!(h.len(), model.len());
+        for expected in model {
+            let p = h.pop().unwrap();
+            assert_eq!((p.due, p.seq), expected);
+        }
+        assert!(h.pop().is_none() && h.peek().is_none());
     }
 
     fn drain(t: &mut Timeline<u32>, now: f64) -> Vec<u32> {
