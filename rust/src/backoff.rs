@@ -17,6 +17,7 @@
 //! jitter on different platforms. `StdRng` gives the same sequence for a seed on every platform
 //! (for the `rand` version pinned by Cargo.lock), at a cost of a few nanoseconds per draw.
 
+use hashbrown::hash_table::{self, HashTable};
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
@@ -24,8 +25,8 @@ use pyo3::types::PyString;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Ordering;
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use crate::errors::{check_duration, check_positive_duration};
@@ -212,6 +213,7 @@ impl RecentDelays {
 #[derive(Debug)]
 struct Live<T> {
     key: Arc<str>,
+    hash: u64,
     item: T,
     seq: u64,
 }
@@ -338,7 +340,10 @@ pub struct Timeline<T> {
     heap: QuadHeap,
     slots: Vec<Option<Live<T>>>,
     free: Vec<usize>,
-    index: HashMap<Arc<str>, usize>,
+    /// `(hash of the key, slot)`. Keeping the hash in the table means growing it never reads a
+    /// key, and a pop removes its key by slot without hashing or reading the key's text.
+    index: HashTable<(u64, usize)>,
+    hasher: RandomState,
     next_seq: u64,
 }
 
@@ -359,7 +364,8 @@ impl<T> Timeline<T> {
             heap: QuadHeap::default(),
             slots: Vec::new(),
             free: Vec::new(),
-            index: HashMap::new(),
+            index: HashTable::new(),
+            hasher: RandomState::new(),
             next_seq: 0,
         }
     }
@@ -376,7 +382,10 @@ impl<T> Timeline<T> {
 
     /// True when `key` has a pending entry.
     pub fn contains(&self, key: &str) -> bool {
-        self.index.contains_key(key)
+        let hash = self.hasher.hash_one(key);
+        self.index
+            .find(hash, Self::same_key(&self.slots, hash, key))
+            .is_some()
     }
 
     /// Number of entries in the heap, stale ones included (for tests of compaction).
@@ -394,11 +403,13 @@ impl<T> Timeline<T> {
         let due = due + 0.0;
         let seq = self.next_seq;
         self.next_seq += 1;
-        // Most schedules are for keys not pending (a retry comes after its entry was popped), so
-        // the name is allocated up front and the key hashed once through the entry API.
-        let (slot, name, replaced) = match self.index.entry(Arc::from(key)) {
-            Entry::Occupied(entry) => {
-                let slot = *entry.get();
+        let hash = self.hasher.hash_one(key);
+        let entry = self
+            .index
+            .entry(hash, Self::same_key(&self.slots, hash, key), |&(h, _)| h);
+        let (slot, name, replaced) = match entry {
+            hash_table::Entry::Occupied(entry) => {
+                let slot = entry.get().1;
                 match self.slots.get_mut(slot) {
                     Some(Some(live)) => {
                         live.seq = seq;
@@ -407,17 +418,29 @@ impl<T> Timeline<T> {
                     }
                     // The index points at a free slot: cannot happen, but recover by storing anew.
                     _ => {
-                        let name = Arc::clone(entry.key());
-                        let slot = Self::store(&mut self.slots, &mut self.free, &name, item, seq);
-                        *entry.into_mut() = slot;
+                        let name: Arc<str> = Arc::from(key);
+                        let live = Live {
+                            key: Arc::clone(&name),
+                            hash,
+                            item,
+                            seq,
+                        };
+                        let slot = Self::store(&mut self.slots, &mut self.free, live);
+                        entry.into_mut().1 = slot;
                         (slot, name, None)
                     }
                 }
             }
-            Entry::Vacant(entry) => {
-                let name = Arc::clone(entry.key());
-                let slot = Self::store(&mut self.slots, &mut self.free, &name, item, seq);
-                entry.insert(slot);
+            hash_table::Entry::Vacant(entry) => {
+                let name: Arc<str> = Arc::from(key);
+                let live = Live {
+                    key: Arc::clone(&name),
+                    hash,
+                    item,
+                    seq,
+                };
+                let slot = Self::store(&mut self.slots, &mut self.free, live);
+                entry.insert((hash, slot));
                 (slot, name, None)
             }
         };
@@ -428,7 +451,12 @@ impl<T> Timeline<T> {
 
     /// Removes the pending entry of `key` and returns its item.
     pub fn remove(&mut self, key: &str) -> Option<T> {
-        let slot = self.index.remove(key)?;
+        let hash = self.hasher.hash_one(key);
+        let entry = self
+            .index
+            .find_entry(hash, Self::same_key(&self.slots, hash, key))
+            .ok()?;
+        let ((_, slot), _) = entry.remove();
         let live = self.slots.get_mut(slot)?.take()?;
         self.free.push(slot);
         self.compact_if_stale();
@@ -458,7 +486,9 @@ impl<T> Timeline<T> {
             }
             self.heap.pop();
             if let Some(live) = self.slots.get_mut(top.slot).and_then(Option::take) {
-                self.index.remove(&live.key);
+                if let Ok(entry) = self.index.find_entry(live.hash, |&(_, s)| s == top.slot) {
+                    entry.remove();
+                }
                 self.free.push(top.slot);
                 out.push(live.item);
                 taken += 1;
@@ -472,32 +502,37 @@ impl<T> Timeline<T> {
             self.heap.shrink_to(Self::STALE_SLACK);
             self.slots.shrink_to(Self::STALE_SLACK);
             self.free.shrink_to(Self::STALE_SLACK);
+            self.index.shrink_to(Self::STALE_SLACK, |&(h, _)| h);
         }
     }
 
     /// Stores a live entry in a free slot (or a new one) and returns the slot.
-    fn store(
-        slots: &mut Vec<Option<Live<T>>>,
-        free: &mut Vec<usize>,
-        key: &Arc<str>,
-        item: T,
-        seq: u64,
-    ) -> usize {
-        let live = Some(Live {
-            key: Arc::clone(key),
-            item,
-            seq,
-        });
+    fn store(slots: &mut Vec<Option<Live<T>>>, free: &mut Vec<usize>, live: Live<T>) -> usize {
         match free.pop() {
             Some(slot) if slot < slots.len() => {
-                slots[slot] = live;
+                slots[slot] = Some(live);
                 slot
             }
             _ => {
-                slots.push(live);
+                slots.push(Some(live));
                 slots.len() - 1
             }
         }
+    }
+
+    /// True when `slot` holds the live entry of `key`.
+    #[inline]
+    fn slot_has_key(slots: &[Option<Live<T>>], slot: usize, key: &str) -> bool {
+        matches!(slots.get(slot), Some(Some(live)) if &*live.key == key)
+    }
+
+    /// The index's equality test for `key`: the stored hash first, so other keys' text is not read.
+    fn same_key<'a>(
+        slots: &'a [Option<Live<T>>],
+        hash: u64,
+        key: &'a str,
+    ) -> impl FnMut(&(u64, usize)) -> bool + 'a {
+        move |&(h, slot)| h == hash && Self::slot_has_key(slots, slot, key)
     }
 
     #[inline]
