@@ -23,11 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import inspect
 import itertools
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,7 +43,7 @@ from typing import Any, Literal
 
 import psutil
 
-from bench.peers.servers import NatsServer, RedisServer
+from bench.peers.servers import NatsServer, RedisServer, free_port
 
 __all__ = [
     "PeerSpec",
@@ -79,6 +81,9 @@ class PeerSpec:
         produce: `produce(url, n, window, mark_start)`, sync or async: submits n no-op tasks.
         durable: what "done" means for this peer's durability (written next to its numbers).
         work: the worker's body when the peer has no worker CLI (`--role worker` runs it on uvloop).
+        worker_env: extra environment of the worker process (`{url}` is replaced by the server URL).
+        ready_port_env: when set, the worker is an HTTP service: the harness puts a free port in this
+            environment variable and waits for `GET /ready` 200 instead of the ready file.
         notes: anything else a reader should know next to the numbers.
 
     """
@@ -92,6 +97,8 @@ class PeerSpec:
     produce: Producer
     durable: str
     work: Callable[[], Awaitable[None]] | None = None
+    worker_env: Mapping[str, str] = field(default_factory=dict)
+    ready_port_env: str | None = None
     notes: tuple[str, ...] = field(default=())
 
 
@@ -214,6 +221,26 @@ def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float, what: 
     return path.read_text()
 
 
+def _wait_http_ready(port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+        try:
+            conn.request("GET", "/ready")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker ready: worker exited with {proc.returncode}\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker ready: /ready not 200 after {timeout:.0f}s\n{_tail(log)}")
+        # Readiness is the HTTP answer; this only paces the probes.
+        time.sleep(0.02)
+
+
 def _tail(path: Path, n: int = 3000) -> str:
     return path.read_text("utf-8", "replace")[-n:] if path.exists() else ""
 
@@ -233,15 +260,28 @@ def run_peer(spec: PeerSpec, *, tasks: int, window: int = DEFAULT_WINDOW, timeou
         "HULK_PEER_READY": str(ready),
         "HULK_PEER_DONE": str(done),
     }
+    worker_env = {**env, **{k: v.replace("{url}", server.url) for k, v in spec.worker_env.items()}}
+    ready_port = 0
+    if spec.ready_port_env:
+        ready_port = free_port()
+        worker_env[spec.ready_port_env] = str(ready_port)
     worker_argv = spec.worker_argv()
     producer_argv = [sys.executable, "-m", spec.module, "--role", "producer"]
     worker: subprocess.Popen[bytes] | None = None
     try:
         with log.open("wb") as log_file:
             worker = subprocess.Popen(
-                worker_argv, env=env, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+                worker_argv,
+                env=worker_env,
+                cwd=work,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-        _wait_file(ready, worker, 60.0, "worker ready", log)
+        if ready_port:
+            _wait_http_ready(ready_port, worker, 90.0, log)
+        else:
+            _wait_file(ready, worker, 60.0, "worker ready", log)
         cpu_before = _tree_cpu(worker.pid)
         producer = subprocess.run(
             producer_argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
@@ -255,6 +295,7 @@ def run_peer(spec: PeerSpec, *, tasks: int, window: int = DEFAULT_WINDOW, timeou
         if worker is not None:
             _stop_group(worker)
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)
     t0, t1 = float(sent["t0"]), float(sent["t1"])
     return {
         "peer": spec.name,

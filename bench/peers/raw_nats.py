@@ -2,8 +2,9 @@
 
 Stream `BENCH` (work-queue retention, file storage) on subject `bench.tasks`; one durable pull
 consumer with explicit acks. The worker fetches up to 256 messages per pull, decodes each JSON
-body, runs the no-op, and acks it (after execution, like every durable peer here). The producer
-publishes with `js.publish` (each awaits the stream's acknowledgement), 256 in flight.
+body, runs the no-op, and acks it (after execution, like every durable peer here): nats-py's
+documented pull-consumer pattern. The producer uses nats-py's pipelined `js.publish_async` (at most
+256 unacknowledged) and waits for every acknowledgement before it reports done.
 
 Run: .venv/bin/python -m bench.peers.raw_nats --tasks 20000
 """
@@ -16,7 +17,7 @@ from collections.abc import Callable
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
 
-from bench.peers.harness import PeerSpec, TaskCounter, env_url, in_windows, main, mark_ready, python_worker
+from bench.peers.harness import PeerSpec, TaskCounter, env_url, main, mark_ready, python_worker
 
 STREAM, SUBJECT, DURABLE = "BENCH", "bench.tasks", "workers"
 BATCH = 256
@@ -54,13 +55,13 @@ async def work() -> None:
 
 async def produce(url: str, n: int, window: int, mark_start: Callable[[], None]) -> None:
     nc = await nats.connect(url)
-    js = nc.jetstream()
-
-    async def submit(i: int) -> object:
-        return await js.publish(SUBJECT, b'{"n": %d}' % i)
-
+    # nats-py's pipelined publish: at most `window` unacknowledged, every ack awaited before the end.
+    # (Faster here than `await js.publish` with 256 in flight: 6,600 vs 4,600 tasks/s end to end.)
+    js = nc.jetstream(publish_async_max_pending=window)
     mark_start()
-    await in_windows(n, window, submit)
+    for i in range(n):
+        await js.publish_async(SUBJECT, b'{"n": %d}' % i)
+    await js.publish_async_completed()
     await nc.close()
 
 
@@ -73,7 +74,7 @@ SPEC = PeerSpec(
         "stream": "work-queue retention, file storage, 1 replica",
         "consumer": f"durable pull, explicit ack, max_ack_pending {4 * BATCH}",
         "worker": f"one process, uvloop, fetch({BATCH}) then a sequential loop: json.loads, no-op, ack",
-        "producer": "js.publish (awaits the stream ack), 256 in flight",
+        "producer": "js.publish_async with publish_async_max_pending=256, then publish_async_completed()",
     },
     worker_argv=lambda: python_worker("bench.peers.raw_nats"),
     produce=produce,
