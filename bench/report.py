@@ -50,6 +50,12 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str = ""
     return out
 
 
+def _reason(text: str) -> str:
+    """The line of an error that says what went wrong (a traceback's last line)."""
+    lines = [x.strip() for x in text.strip().splitlines() if x.strip()]
+    return lines[-1][:240] if lines else "?"
+
+
 def _met(flag: bool | None) -> str:
     return "—" if flag is None else ("**met**" if flag else "**not met**")
 
@@ -73,7 +79,7 @@ def _targets(results: dict[str, Any]) -> list[list[str]]:
         )
     if peers and "hulk" not in peers.get("peers", {}):
         why = peers.get("errors", {}).get("hulk", "hulk's peer module did not run")
-        rows.append(["durable end-to-end vs peers", f"not measured: {why.splitlines()[0][:120]}", "—"])
+        rows.append(["durable end-to-end vs peers", f"not measured: {_reason(why)}", "—"])
     http = groups.get("http", {})
     submit = http.get("submit_2000", {}).get("result")
     if submit:
@@ -145,7 +151,7 @@ def _peers_section(g: dict[str, Any]) -> list[str]:
     )
     out.append("")
     for name, err in g.get("errors", {}).items():
-        out.append(f"- **{PEER_LABELS.get(name, name)}** did not run: `{err.splitlines()[0][:200]}`")
+        out.append(f"- **{PEER_LABELS.get(name, name)}** did not run: `{_reason(err)}`")
     if g.get("errors"):
         out.append("")
     out.append("### How each runtime was configured")
@@ -230,7 +236,7 @@ def _skip(entry: dict[str, Any], what: str) -> list[str]:
         return []
     why = entry.get("skipped") or entry.get("error") or "no result"
     return [
-        f"{what}: not measured — `{why.strip().splitlines()[-1][:300] if why.strip() else why}`",
+        f"{what}: not measured — `{_reason(why)}`",
         "",
         f"Command: `{entry.get('command', '?')}`",
         "",

@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -305,6 +306,12 @@ def _first_line(cmd: list[str]) -> str:
     return text.splitlines()[0] if text else "?"
 
 
+def _version_token(line: str) -> str:
+    """'Redis server v=7.0.15 sha=…' → '7.0.15'; the line itself when no version shows."""
+    match = re.search(r"(\d+\.\d+(?:\.\d+)?)", line)
+    return match.group(1) if match else line
+
+
 def machine() -> dict[str, Any]:
     cpu = "?"
     with contextlib.suppress(OSError):
@@ -333,10 +340,10 @@ def versions() -> dict[str, str]:
         "python": platform.python_version(),
         "hulk": native.__version__,
         "hulk._native build": native.build_profile,
-        "nats-server": _first_line(["nats-server", "--version"]),
-        "redis-server": _first_line(["redis-server", "--version"]),
-        "wrk": _first_line(["wrk", "--version"]),
-        "k6": _first_line(["k6", "version"]),
+        "nats-server": _version_token(_first_line(["nats-server", "--version"])),
+        "redis-server": _version_token(_first_line(["redis-server", "--version"])),
+        "wrk": _version_token(_first_line(["wrk", "--version"])),
+        "k6": _version_token(_first_line(["k6", "version"])),
     }
     for dist in ("nats-py", "uvloop", "starlette", "uvicorn", "pytest-benchmark"):
         try:

@@ -54,8 +54,10 @@ def redis_server_binary() -> str:
 
 
 def _version(argv: list[str]) -> str:
+    """'<binary name> <version>' from its --version line."""
     out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "?"
+    match = re.search(r"(\d+\.\d+\.\d+)", out.stdout or out.stderr)
+    return f"{Path(argv[0]).name} {match.group(1) if match else '?'}"
 
 
 class _Server:
