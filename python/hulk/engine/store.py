@@ -1,0 +1,156 @@
+"""Where task status and results are kept: the `StatusStore` protocol and a bounded in-memory store.
+
+The pool feeds the store the same batches of `TaskEvent`s it gives the event sink, through the
+non-blocking `record`; reads are async so a networked store (the NATS KV one of the messaging
+layer) fits the same protocol. Cancelling goes through the engine (`Hulk.cancel`), not the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from hulk.engine.clock import Clock, SystemClock
+from hulk.engine.errors import TaskNotFound
+from hulk.engine.events import TaskEvent
+from hulk.engine.task import TERMINAL, Task, TaskStatus
+
+__all__ = ["InMemoryStatusStore", "StatusStore"]
+
+
+@runtime_checkable
+class StatusStore(Protocol):
+    """Keeps each task's latest status and outcome.
+
+    `record` is called on the event loop with every batch of transitions, in order; it must not
+    block (a networked store writes behind, coalescing a batch to the last state of each task).
+    """
+
+    def record(self, events: Sequence[TaskEvent]) -> None:
+        """Takes one batch of transitions."""
+        ...
+
+    async def get(self, task_id: str) -> Task | None:
+        """A copy of the task's record, or None when unknown or expired."""
+        ...
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Waits until the task is terminal and returns a copy of its record.
+
+        Raises:
+            TaskNotFound: the id is unknown.
+            TimeoutError: not terminal after `timeout` seconds (None: no limit).
+        """
+        ...
+
+    async def dead(self, limit: int = 100) -> list[Task]:
+        """The most recent dead tasks, newest first."""
+        ...
+
+
+class InMemoryStatusStore:
+    """A `StatusStore` in a dict: live tasks are kept until terminal, finished ones under a bound and a TTL.
+
+    Finished tasks leave in finishing order once more than `capacity` are kept, or `ttl` seconds
+    after they finished (checked on each `record`), so memory stays bounded. `get` and `wait`
+    return snapshots, never the live record.
+
+    Args:
+        capacity: finished tasks kept at most.
+        ttl: seconds a finished task is kept.
+        clock: the clock measuring the TTL (the engine's, so a fake clock drives expiry in tests).
+    """
+
+    def __init__(self, capacity: int = 100_000, ttl: float = 3600.0, *, clock: Clock | None = None) -> None:
+        if capacity < 1:
+            raise ValueError(f"InMemoryStatusStore(capacity) must be >= 1, got {capacity}")
+        if not ttl >= 0:
+            raise ValueError(f"InMemoryStatusStore(ttl) must be >= 0 seconds, got {ttl}")
+        self.capacity = capacity
+        self.ttl = ttl
+        self._clock = clock or SystemClock()
+        self._tasks: dict[str, Task] = {}
+        self._finished: deque[tuple[float, Task]] = deque()
+        self._dead: deque[Task] = deque(maxlen=capacity)
+        self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def record(self, events: Sequence[TaskEvent]) -> None:
+        """Indexes new tasks and files finished ones (waking their waiters)."""
+        tasks = self._tasks
+        expires = self._clock.monotonic() + self.ttl
+        finished = self._finished
+        for task, _previous, status, _at in events:
+            tasks[task.id] = task
+            if status in TERMINAL:
+                finished.append((expires, task))
+                if status is TaskStatus.DEAD:
+                    self._dead.append(task)
+                if self._waiters:
+                    self._wake(task)
+        self._prune(expires - self.ttl)
+
+    def _wake(self, task: Task) -> None:
+        waiters = self._waiters.pop(task.id, None)
+        if waiters:
+            snapshot = task.snapshot()
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(snapshot)
+
+    def _prune(self, now: float) -> None:
+        finished = self._finished
+        tasks = self._tasks
+        while finished and (len(finished) > self.capacity or finished[0][0] <= now):
+            _expires, task = finished.popleft()
+            # A newer record under the same id (a resubmitted task) is not evicted with the old one.
+            if tasks.get(task.id) is task and task.status in TERMINAL:
+                del tasks[task.id]
+
+    def expire(self) -> None:
+        """Drops the finished tasks whose TTL has passed (also done on every `record`)."""
+        self._prune(self._clock.monotonic())
+
+    def peek(self, task_id: str) -> Task | None:
+        """The live record of `task_id` without copying (read-only use), or None."""
+        return self._tasks.get(task_id)
+
+    async def get(self, task_id: str) -> Task | None:
+        """A snapshot of the task, or None when unknown or expired."""
+        task = self._tasks.get(task_id)
+        return None if task is None else task.snapshot()
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Waits for a terminal status (see `StatusStore.wait`); `timeout` is in event-loop seconds."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            raise TaskNotFound(task_id)
+        if task.status in TERMINAL:
+            return task.snapshot()
+        fut: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(task_id, [])
+        waiters.append(fut)
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+                if fut in waiters:
+                    waiters.remove(fut)
+                if not waiters and self._waiters.get(task_id) is waiters:
+                    del self._waiters[task_id]
+
+    async def dead(self, limit: int = 100) -> list[Task]:
+        """The most recent dead tasks still kept, newest first."""
+        out: list[Task] = []
+        for task in reversed(self._dead):
+            if len(out) >= limit:
+                break
+            if self._tasks.get(task.id) is task:
+                out.append(task.snapshot())
+        return out
