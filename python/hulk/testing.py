@@ -87,7 +87,7 @@ class InMemoryRuntime:
     ) -> None:
         base = config or (app.config if app is not None else EngineConfig(workers=4))
         self.config = dataclasses.replace(base, tick_interval=None, seed=seed, **overrides)
-        self.clock = clock or FakeClock()
+        self.clock = clock if clock is not None else FakeClock()
         self.events = MemoryEventSink(maxlen=None)
         registry = app.registry if app is not None else Registry()
         self.store = InMemoryStatusStore(self.config.store_capacity, self.config.store_ttl, clock=self.clock)
@@ -100,6 +100,8 @@ class InMemoryRuntime:
             events=self.events,
             ids=IdGenerator(seed=seed, time_ns=lambda: int(clock_ref.time() * 1e9)),
         )
+        if app is not None:
+            self.app.pool.on_dead.extend(app.pool.on_dead)
         self.drained: DrainResult | None = None
 
     @property

@@ -39,6 +39,8 @@ from hulk.engine.task import TERMINAL, Task, TaskStatus
 
 __all__ = ["Hulk", "run"]
 
+_dumps = orjson.dumps
+
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
@@ -85,17 +87,17 @@ class Hulk:
         builtins: bool = True,
         modules: Iterable[str] = (),
     ) -> None:
-        self.config = config = config or EngineConfig()
+        self.config = config = config if config is not None else EngineConfig()
         self.registry = registry if registry is not None else Registry()
         if builtins:
             register_builtins(self.registry)
         for path in modules:
             self.registry.load(path)
-        self.clock = clock or SystemClock()
-        self.store: StatusStore = store or InMemoryStatusStore(
+        self.clock = clock if clock is not None else SystemClock()
+        self.store: StatusStore = store if store is not None else InMemoryStatusStore(
             config.store_capacity, config.store_ttl, clock=self.clock
         )
-        self.events: EventSink = events or NullEventSink()
+        self.events: EventSink = events if events is not None else NullEventSink()
         self.metrics = EngineMetrics()
         self.pool = WorkerPool(
             self.registry,
@@ -115,6 +117,7 @@ class Hulk:
         self._started = False
         self._idempotent: OrderedDict[tuple[str, str], Task] = OrderedDict()
         self._max_payload = config.max_payload_bytes
+        self._submit_new = self.pool.submit_new
 
     # --- registration -------------------------------------------------------------------------
 
@@ -240,22 +243,12 @@ class Hulk:
             if known is not None and not self._expired(known):
                 return known
         try:
-            size = len(orjson.dumps(payload))
+            size = len(_dumps(payload))
         except TypeError as exc:
             raise PayloadError(f"payload of {type!r} is not JSON-serialisable: {exc}") from None
         if size > self._max_payload:
             raise PayloadError(f"payload of {type!r} is {size} bytes, more than the {self._max_payload} allowed")
-        task = Task(
-            type,
-            payload,
-            tenant=tenant,
-            idempotency_key=idempotency_key,
-            max_retries=retries,
-            timeout=timeout,
-            priority=priority,
-            trace=trace,
-        )
-        self.pool.submit(task, delay=delay)
+        task = self._submit_new(type, payload, tenant, idempotency_key, retries, timeout, priority, trace, delay)
         if idempotency_key is not None:
             self._remember(task)
         return task

@@ -5,7 +5,7 @@ hands the whole buffer to the sink once per event-loop turn (and on every tick),
 one call per batch, not one per transition. The messaging layer's sink publishes them
 (`hulk.task.created` / `completed` / `failed` ...); the engine itself knows nothing of NATS.
 
-`TaskEvent.task` is the live record: by the time the sink sees a batch the task may have moved on
+An event's task is the live record: by the time the sink sees a batch the task may have moved on
 (a `created` event's task may already be `succeeded`). The event's own fields say what happened;
 for a terminal event the task's fields are final.
 """
@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
+
+import structlog
 
 from hulk.engine.task import TaskStatus
 
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
     from hulk.engine.task import Task
 
 __all__ = ["EventSink", "FanoutSink", "MemoryEventSink", "NullEventSink", "TaskEvent", "event_kind"]
+
+_log = structlog.get_logger("hulk.engine.events")
 
 _KINDS: dict[TaskStatus, str] = {
     TaskStatus.SCHEDULED: "scheduled",
@@ -46,25 +50,17 @@ def event_kind(previous: TaskStatus | None, status: TaskStatus) -> str:
     return _KINDS[status]
 
 
-class TaskEvent(NamedTuple):
-    """One status change of one task.
+TaskEvent: TypeAlias = tuple["Task", TaskStatus | None, TaskStatus, float]
+"""One status change of one task: ``(task, previous, status, at)``.
 
-    Attributes:
-        task: the live task record.
-        previous: the status it left (None for a first submit).
-        status: the status it entered.
-        at: Unix time of the change.
-    """
+- ``task``: the live task record;
+- ``previous``: the status it left (None for a first submit);
+- ``status``: the status it entered;
+- ``at``: Unix time of the change.
 
-    task: Task
-    previous: TaskStatus | None
-    status: TaskStatus
-    at: float
-
-    @property
-    def kind(self) -> str:
-        """The transition's name (see `event_kind`)."""
-        return event_kind(self.previous, self.status)
+A plain tuple rather than a named one: the pool makes three per task, and a tuple literal is the
+cheapest object Python can allocate. Unpack it: ``for task, previous, status, at in events``.
+"""
 
 
 @runtime_checkable
@@ -107,11 +103,11 @@ class MemoryEventSink:
 
     def history(self, task_id: str) -> list[TaskStatus]:
         """The statuses `task_id` went through, in order (from the kept events)."""
-        return [event.status for event in self.events if event.task.id == task_id]
+        return [status for task, _previous, status, _at in self.events if task.id == task_id]
 
     def kinds(self, task_id: str) -> list[str]:
         """The transition names of `task_id`, in order (e.g. ["created", "started", "completed"])."""
-        return [event.kind for event in self.events if event.task.id == task_id]
+        return [event_kind(previous, status) for task, previous, status, _at in self.events if task.id == task_id]
 
     def clear(self) -> None:
         """Forgets every kept event."""
@@ -129,6 +125,9 @@ class FanoutSink:
         self.sinks = tuple(sinks)
 
     def publish(self, events: Sequence[TaskEvent]) -> None:
-        """Publishes the batch to each sink."""
+        """Publishes the batch to each sink; one sink's error does not keep the batch from the others."""
         for sink in self.sinks:
-            sink.publish(events)
+            try:
+                sink.publish(events)
+            except Exception:
+                _log.exception("event_sink_failed", sink=type(sink).__name__, events=len(events))

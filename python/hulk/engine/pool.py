@@ -50,7 +50,7 @@ from hulk.engine.metrics import EngineMetrics, TypeMetrics
 from hulk.engine.registry import Registry, TaskSpec
 from hulk.engine.store import StatusStore
 from hulk.engine.task import Task, TaskError, TaskStatus
-from hulk.errors import QueueFull
+from hulk.errors import QueueClosed, QueueFull
 
 __all__ = ["Delivery", "DrainResult", "WorkerPool"]
 
@@ -79,7 +79,7 @@ _PROCESS = 2
 # Results of these types are JSON by construction; containers are checked with orjson.
 _JSON_SCALARS = frozenset({type(None), str, int, float, bool})
 
-_new_event = tuple.__new__
+_new_task = object.__new__
 
 
 @runtime_checkable
@@ -217,9 +217,9 @@ class WorkerPool:
         ids: IdGenerator | None = None,
         on_dead: Sequence[Callable[[Task], object]] = (),
     ) -> None:
-        self.config = config = config or EngineConfig()
+        self.config = config = config if config is not None else EngineConfig()
         self.registry = registry
-        self.clock = clock = clock or SystemClock()
+        self.clock = clock = clock if clock is not None else SystemClock()
         self._now: Callable[[], float] = clock.monotonic
         if type(clock) is SystemClock:
             import time
@@ -227,9 +227,9 @@ class WorkerPool:
             self._now = time.monotonic
         self._wall = clock.wall_offset()
         self.store = store
-        self.events = events or NullEventSink()
-        self.metrics = metrics or EngineMetrics()
-        self._ids = ids or IdGenerator(seed=config.seed)
+        self.events = events if events is not None else NullEventSink()
+        self.metrics = metrics if metrics is not None else EngineMetrics()
+        self._ids = ids if ids is not None else IdGenerator(seed=config.seed)
         self.on_dead: list[Callable[[Task], object]] = list(on_dead)
 
         self._q = BoundedQueue(config.queue_size)
@@ -415,11 +415,80 @@ class WorkerPool:
                 raise _queue_full(self._capacity)
             task.status = QUEUED
             task.queued_at = wall
-            self._pending.append(_new_event(TaskEvent, (task, previous, QUEUED, wall)))
+            self._pending.append((task, previous, QUEUED, wall))
             if not self._flush_armed:
                 self._arm_flush()
             if self._sleepers and not self._wake_armed:
                 self._arm_wake()
+        self._live[task.id] = task
+        rt.metrics.submitted.inc()
+        return task
+
+    def submit_new(
+        self,
+        type: str,
+        payload: Any,
+        tenant: str = "default",
+        idempotency_key: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        priority: int = 0,
+        trace: dict[str, str] | None = None,
+        delay: float | None = None,
+    ) -> Task:
+        """Creates and submits a task in one step (the fast path behind `Hulk.submit`).
+
+        The payload is not checked here (`Hulk.submit` does). Same errors as `submit`.
+        """
+        if not self._accepting:
+            raise EngineStopped("the worker pool is draining or stopped; submit refused")
+        rt = self._types.get(type)
+        if rt is None:
+            self._bind_new()
+            rt = self._types.get(type)
+            if rt is None:
+                raise UnknownTaskType(type)
+        if delay:
+            task = Task(type, payload, tenant=tenant, idempotency_key=idempotency_key, priority=priority, trace=trace)
+            task.max_retries = retries
+            task.timeout = timeout
+            return self.submit(task, delay=delay)
+        if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
+            self.metrics.rejected.inc()
+            raise _queue_full(self._capacity)
+        wall = self._now() + self._wall
+        # Every slot is written once, in declaration order, without going through __init__'s
+        # keyword handling: this is the per-task allocation of the hot path.
+        task = _new_task(Task)
+        task._delivery = None
+        task._rt = rt
+        task._sched = None
+        task.attempt = 0
+        task.created_at = wall
+        task.error = None
+        task.finished_at = None
+        task.id = self._ids(int(wall * 1000))
+        task.idempotency_key = idempotency_key
+        task.max_retries = rt.retries if retries is None else retries
+        task.payload = payload
+        task.priority = priority
+        task.queued_at = wall
+        task.result = None
+        task.run_at = None
+        task.started_at = None
+        task.status = QUEUED
+        task.tenant = tenant
+        task.timeout = rt.timeout if timeout is None else timeout
+        task.trace = trace
+        task.type = type
+        if not self._q.try_push(task):
+            self.metrics.rejected.inc()
+            raise _queue_full(self._capacity)
+        self._pending.append((task, None, QUEUED, wall))
+        if not self._flush_armed:
+            self._arm_flush()
+        if self._sleepers and not self._wake_armed:
+            self._arm_wake()
         self._live[task.id] = task
         rt.metrics.submitted.inc()
         return task
@@ -486,7 +555,7 @@ class WorkerPool:
             _log.exception("event_sink_failed", events=len(batch))
 
     def _emit(self, task: Task, previous: TaskStatus | None, status: TaskStatus, wall: float) -> None:
-        self._pending.append(_new_event(TaskEvent, (task, previous, status, wall)))
+        self._pending.append((task, previous, status, wall))
         if not self._flush_armed:
             self._arm_flush()
 
@@ -542,8 +611,8 @@ class WorkerPool:
                 self._workers.remove(worker)
 
     async def _work_loop(self, worker: _Worker) -> None:
-        # The hot path: locals for everything touched per task, one clock read per task, events
-        # appended to a list, metrics as native counters.
+        # The hot path. Everything touched per task is a local; one clock read per task; events
+        # are tuples appended to a list; metrics are native counters; no lock, timer or log line.
         q = self._q
         local = self._local
         popleft = local.popleft
@@ -551,16 +620,23 @@ class WorkerPool:
         pending = self._pending
         now_fn = self._now
         batch = self._batch
-        loop = self._loop
-        assert loop is not None
         latency = self.metrics.latency
+        queued_status = QUEUED
+        running_status = RUNNING
+        succeeded_status = SUCCEEDED
+        scalars = _JSON_SCALARS
+        loop_kind = _LOOP
         ran = 0
         now = now_fn()
+        offset = self._wall
         while True:
             if local:
                 task = popleft()
             else:
-                items = q.pop_many(batch)
+                try:
+                    items = q.pop_many(batch)
+                except QueueClosed:
+                    items = []
                 if not items:
                     if worker.retire or self._closing:
                         return
@@ -568,6 +644,7 @@ class WorkerPool:
                         self._arm_flush()
                     await self._sleep(worker)
                     now = now_fn()
+                    offset = self._wall
                     ran = 0
                     continue
                 if self._room_waiters:
@@ -575,7 +652,7 @@ class WorkerPool:
                 task = items[0]
                 if len(items) > 1:
                     local.extend(items[1:])
-            if task.status is not QUEUED:
+            if task.status is not queued_status:
                 continue  # cancelled while queued: already recorded
             rt: _TypeRuntime = task._rt
             if rt.limit:
@@ -591,59 +668,59 @@ class WorkerPool:
                 self._refused(task, rt, breaker, now)
                 continue
 
-            wall = now + self._wall
-            task.status = RUNNING
+            wall = now + offset
+            task.status = running_status
             task.attempt += 1
             task.started_at = wall
-            pending.append(_new_event(TaskEvent, (task, QUEUED, RUNNING, wall)))
-            if not self._flush_armed:
-                self._arm_flush()
+            pending.append((task, queued_status, running_status, wall))
             metrics = rt.metrics
             metrics.started.inc()
             latency.observe(wall - task.queued_at)  # type: ignore[operator]
             worker.task = task
             worker.deadline = now + (task.timeout or rt.timeout)
-            reason = 0
-            failure: BaseException | None = None
-            result: Any = None
             try:
-                kind = rt.kind
-                if kind == _LOOP:
+                if rt.kind == loop_kind:
                     if rt.pass_task:
                         result = await rt.fn(task.payload, task=task)
                     else:
                         result = await rt.fn(task.payload)
                 else:
                     result = await self._off_loop(rt, task)
-                if type(result) not in _JSON_SCALARS:
+                if type(result) not in scalars:
                     _check_result(result)
             except asyncio.CancelledError:
-                reason = worker.interrupt or _SHUTDOWN
-                current = asyncio.current_task()
-                if current is not None and worker.interrupt:
-                    current.uncancel()
-                if not worker.interrupt:
+                reason = worker.interrupt
+                worker.task = None
+                worker.interrupt = 0
+                if not reason:
                     # Cancelled from outside the engine (loop shutdown): record, then obey.
-                    worker.task = None
                     self._ended(task, rt, now_fn(), _SHUTDOWN, None)
                     raise
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                now = now_fn()
+                self._ended(task, rt, now, reason, None)
             except Exception as exc:
-                failure = exc
-            now = now_fn()
-            worker.task = None
-            if worker.interrupt:
-                if reason == 0:
+                # A handler that turns the engine's cancellation into another error still ends
+                # as the timeout or cancel it was.
+                reason = worker.interrupt
+                worker.task = None
+                if reason:
+                    self._swallowed_cancel(worker)
+                now = now_fn()
+                self._ended(task, rt, now, reason, exc)
+            else:
+                now = now_fn()
+                worker.task = None
+                if worker.interrupt:
                     # The handler swallowed the cancellation and returned: its result stands.
-                    current = asyncio.current_task()
-                    if current is not None:
-                        current.uncancel()
-                worker.interrupt = 0
-            if reason == 0 and failure is None:
-                wall = now + self._wall
+                    self._swallowed_cancel(worker)
+                wall = now + offset
                 task.result = result
                 task.finished_at = wall
-                task.status = SUCCEEDED
-                pending.append(_new_event(TaskEvent, (task, RUNNING, SUCCEEDED, wall)))
+                task.status = succeeded_status
+                pending.append((task, running_status, succeeded_status, wall))
                 duration = wall - task.started_at
                 if breaker is not None:
                     breaker.record_success(duration, now)
@@ -652,8 +729,8 @@ class WorkerPool:
                 del live[task.id]
                 if task._delivery is not None:
                     self._settle(task)
-            else:
-                self._ended(task, rt, now, reason, failure)
+            if not self._flush_armed:
+                self._arm_flush()
             if rt.limit:
                 self._release_slot(rt)
             ran += 1
@@ -664,6 +741,14 @@ class WorkerPool:
                 # Let the loop breathe (intake, timers, flushes) between batches.
                 await asyncio.sleep(0)
                 now = now_fn()
+                offset = self._wall
+
+    @staticmethod
+    def _swallowed_cancel(worker: _Worker) -> None:
+        worker.interrupt = 0
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
 
     async def _off_loop(self, rt: _TypeRuntime, task: Task) -> Any:
         loop = self._loop
@@ -968,7 +1053,6 @@ class WorkerPool:
             timeout = self.config.drain_timeout
         self._accepting = False
         self._closing = True
-        self._q.close()
         items = list(self._local)
         self._local.clear()
         while True:
@@ -976,6 +1060,7 @@ class WorkerPool:
             if not chunk:
                 break
             items.extend(chunk)
+        self._q.close()
         for rt in self._types.values():
             items.extend(rt.parked)
             rt.parked.clear()

@@ -114,7 +114,7 @@ class Registry:
         Raises:
             ValueError: `name` is already declared with a different policy.
         """
-        policy = policy or BreakerPolicy()
+        policy = policy if policy is not None else BreakerPolicy()
         known = self._breakers.get(name)
         if known is not None and known != policy:
             raise ValueError(f"breaker {name!r} is already declared with another policy")

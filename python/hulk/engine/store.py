@@ -19,6 +19,12 @@ from hulk.engine.task import TERMINAL, Task, TaskStatus
 
 __all__ = ["InMemoryStatusStore", "StatusStore"]
 
+_QUEUED = TaskStatus.QUEUED
+_SCHEDULED = TaskStatus.SCHEDULED
+_SUCCEEDED = TaskStatus.SUCCEEDED
+_DEAD = TaskStatus.DEAD
+_CANCELLED = TaskStatus.CANCELLED
+
 
 @runtime_checkable
 class StatusStore(Protocol):
@@ -70,7 +76,7 @@ class InMemoryStatusStore:
             raise ValueError(f"InMemoryStatusStore(ttl) must be >= 0 seconds, got {ttl}")
         self.capacity = capacity
         self.ttl = ttl
-        self._clock = clock or SystemClock()
+        self._clock = clock if clock is not None else SystemClock()
         self._tasks: dict[str, Task] = {}
         self._finished: deque[tuple[float, Task]] = deque()
         self._dead: deque[Task] = deque(maxlen=capacity)
@@ -85,8 +91,12 @@ class InMemoryStatusStore:
         expires = self._clock.monotonic() + self.ttl
         finished = self._finished
         for task, _previous, status, _at in events:
-            tasks[task.id] = task
-            if status in TERMINAL:
+            # Identity tests, cheaper than set lookups. Entering the queue (or a delay) indexes the
+            # task; running and retrying change nothing here: the record is the live object.
+            if status is _QUEUED or status is _SCHEDULED:
+                tasks[task.id] = task
+            elif status is _SUCCEEDED or status is _DEAD or status is _CANCELLED:
+                tasks[task.id] = task
                 finished.append((expires, task))
                 if status is TaskStatus.DEAD:
                     self._dead.append(task)
