@@ -120,11 +120,11 @@ class InMemoryRuntime:
         """Submits a task (see `Hulk.submit`)."""
         return self.app.submit(type, payload, **options)
 
-    async def settle(self, *, quiet_turns: int = 3, max_turns: int = 100_000) -> None:
-        """Runs the event loop until the pool is quiet: nothing queued and no transition for a few turns.
+    async def settle(self, *, quiet_turns: int = 5, max_turns: int = 100_000) -> None:
+        """Runs the event loop until the pool is quiet: no transition for `quiet_turns` loop turns.
 
         Tasks blocked on something outside the loop (a thread, an event the test holds) stay
-        running; wait for those with `wait`.
+        running, and tasks queued behind them stay queued; wait for those with `wait`.
 
         Raises:
             RuntimeError: still busy after `max_turns` loop turns.
@@ -135,7 +135,7 @@ class InMemoryRuntime:
         for _ in range(max_turns):
             pool.flush()
             count = len(self.events.events)
-            if pool.depth == 0 and count == seen:
+            if count == seen:
                 quiet += 1
                 if quiet >= quiet_turns:
                     return

@@ -42,7 +42,7 @@ import structlog
 from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker
 from hulk.engine.clock import Clock, SystemClock
 from hulk.engine.config import BackoffPolicy, BreakerPolicy, EngineConfig
-from hulk.engine.errors import DuplicateTask, EngineStopped, IllegalTransition, UnknownTaskType
+from hulk.engine.errors import DuplicateTask, EngineStopped, IllegalTransition, PayloadError, UnknownTaskType
 from hulk.engine.events import EventSink, NullEventSink, TaskEvent
 from hulk.engine.ids import IdGenerator
 from hulk.engine.lifecycle import Health
@@ -186,8 +186,10 @@ def _queue_full(capacity: int) -> QueueFull:
 
 
 def _check_result(result: Any) -> None:
-    if type(result) not in _JSON_SCALARS:
+    try:
         orjson.dumps(result)
+    except TypeError as exc:
+        raise PayloadError(f"handler result is not JSON-serialisable: {exc}") from None
 
 
 class WorkerPool:
@@ -993,7 +995,8 @@ class WorkerPool:
 
     def _check_breakers(self, now: float) -> None:
         for name, breaker in self.breakers.items():
-            if breaker.state == "closed":
+            # metrics(now) rather than .state: the state read must use the engine's clock.
+            if breaker.metrics(now)["state"] == "closed":
                 self._stuck_since.pop(name, None)
                 self._stuck_reported.discard(name)
                 continue

@@ -185,6 +185,7 @@ class CircuitBreaker:
             self._probes -= 1
 
     def metrics(self, now: float | None = None) -> dict[str, Any]:
+        self._tick(monotonic() if now is None else now)
         return {
             "state": self._state,
             "failure_rate": 0.0,
