@@ -94,8 +94,10 @@ class Hulk:
         for path in modules:
             self.registry.load(path)
         self.clock = clock if clock is not None else SystemClock()
-        self.store: StatusStore = store if store is not None else InMemoryStatusStore(
-            config.store_capacity, config.store_ttl, clock=self.clock
+        self.store: StatusStore = (
+            store
+            if store is not None
+            else InMemoryStatusStore(config.store_capacity, config.store_ttl, clock=self.clock)
         )
         self.events: EventSink = events if events is not None else NullEventSink()
         self.metrics = EngineMetrics()

@@ -794,7 +794,7 @@ class WorkerPool:
         metrics = rt.metrics
         breaker = rt.breaker
         delivery = task._delivery
-        if reason == _CANCEL or reason == _SHUTDOWN:
+        if reason in (_CANCEL, _SHUTDOWN):
             if breaker is not None:
                 breaker.release(now)
             if reason == _CANCEL:
@@ -1019,9 +1019,7 @@ class WorkerPool:
         count = len(workers)
         busy = sum(1 for w in workers if w.task is not None)
         depth = len(self._q) + len(self._local) + self._parked_count
-        if count < self._max_workers and (
-            (depth > 0 and busy >= count) or mean_latency > self.config.scale_up_latency
-        ):
+        if count < self._max_workers and ((depth > 0 and busy >= count) or mean_latency > self.config.scale_up_latency):
             grow = min(max(1, count // 4), self._max_workers - count)
             for _ in range(grow):
                 self._spawn()
@@ -1143,7 +1141,7 @@ class WorkerPool:
         return not self.depth and not self.busy and not self._pending
 
     def health(self) -> Health:
-        """"ok" while running; "degraded" while a breaker is stuck open; "stopped" after a drain."""
+        """The pool's health: "ok" while running, "degraded" while a breaker is stuck open, "stopped" after a drain."""
         detail: dict[str, Any] = {
             "workers": self.worker_count,
             "busy": self.busy,

@@ -164,7 +164,9 @@ class Registry:
         elif executor not in ("loop", "thread", "process"):
             raise ValueError(f"executor of {name!r} must be loop, thread or process, got {executor!r}")
         elif (executor == "loop") != is_async:
-            raise ValueError(f"executor {executor!r} of {name!r} needs a {'plain' if is_async else 'coroutine'} function")
+            raise ValueError(
+                f"executor {executor!r} of {name!r} needs a {'plain' if is_async else 'coroutine'} function"
+            )
         if timeout is not None and not 0 < timeout < float("inf"):
             raise ValueError(f"timeout of {name!r} must be a finite number of seconds > 0, got {timeout!r}")
         if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < 0):

@@ -148,12 +148,10 @@ class InMemoryStatusStore:
             async with asyncio.timeout(timeout):
                 return await fut
         finally:
-            if not fut.done():
-                fut.cancel()
-                if fut in waiters:
-                    waiters.remove(fut)
-                if not waiters and self._waiters.get(task_id) is waiters:
-                    del self._waiters[task_id]
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters and self._waiters.get(task_id) is waiters:
+                del self._waiters[task_id]
 
     async def dead(self, limit: int = 100) -> list[Task]:
         """The most recent dead tasks still kept, newest first."""

@@ -50,7 +50,7 @@ class BackoffScheduler:
 
     def _clean(self) -> None:
         while self._heap:
-            due, seq, key = self._heap[0]
+            _due, seq, key = self._heap[0]
             entry = self._items.get(key)
             if entry is not None and entry[1] == seq:
                 return
@@ -58,7 +58,7 @@ class BackoffScheduler:
 
     def pop_due(self, now: float | None = None, max_items: int = 1024) -> list[Any]:
         now = monotonic() if now is None else now
-        out = []
+        out: list[Any] = []
         while len(out) < max_items:
             self._clean()
             if not self._heap or self._heap[0][0] > now:
@@ -169,9 +169,9 @@ class CircuitBreaker:
             return
         self.window.append(ok)
         fails = self.window.count(False)
-        if self.count_threshold is not None and fails >= self.count_threshold:
-            self._open(now)
-        elif len(self.window) >= self.minimum and 100.0 * fails / len(self.window) >= self.threshold:
+        by_count = self.count_threshold is not None and fails >= self.count_threshold
+        by_rate = len(self.window) >= self.minimum and 100.0 * fails / len(self.window) >= self.threshold
+        if by_count or by_rate:
             self._open(now)
 
     def record_success(self, duration: float, now: float | None = None) -> None:

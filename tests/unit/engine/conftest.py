@@ -5,9 +5,9 @@ TEMPORARY: installs pure-Python stand-ins for native classes that have not lande
 
 from __future__ import annotations
 
-import hulk._native as native
-
 import _standins
+
+import hulk._native as native
 
 for _name in ("BackoffScheduler", "CircuitBreaker"):
     if not hasattr(native, _name):
