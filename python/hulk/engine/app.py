@@ -18,16 +18,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
-
-import orjson
 
 from hulk.engine.builtins import register_builtins
 from hulk.engine.clock import Clock, SystemClock
 from hulk.engine.config import BackoffPolicy, BreakerPolicy, EngineConfig
-from hulk.engine.errors import PayloadError, TaskFailed
+from hulk.engine.errors import TaskFailed
 from hulk.engine.events import EventSink, NullEventSink
 from hulk.engine.ids import IdGenerator
 from hulk.engine.lifecycle import Component, Health, Runtime
@@ -35,11 +32,9 @@ from hulk.engine.metrics import EngineMetrics
 from hulk.engine.pool import Delivery, DrainResult, WorkerPool
 from hulk.engine.registry import Executor, Registry
 from hulk.engine.store import InMemoryStatusStore, StatusStore
-from hulk.engine.task import TERMINAL, Task, TaskStatus
+from hulk.engine.task import Task, TaskStatus
 
 __all__ = ["Hulk", "run"]
-
-_dumps = orjson.dumps
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -117,9 +112,8 @@ class Hulk:
         else:
             self.runtime.add(self.pool)
         self._started = False
-        self._idempotent: OrderedDict[tuple[str, str], Task] = OrderedDict()
-        self._max_payload = config.max_payload_bytes
-        self._submit_new = self.pool.submit_new
+        # The hot path: an instance attribute skips one call layer; `submit` below documents it.
+        self.submit = self.pool.submit_payload  # type: ignore[method-assign]
 
     # --- registration -------------------------------------------------------------------------
 
@@ -240,20 +234,17 @@ class Hulk:
             PayloadError: the payload is not JSON-serialisable or too large.
             EngineStopped: the engine is draining or stopped.
         """
-        if idempotency_key is not None:
-            known = self._idempotent.get((tenant, idempotency_key))
-            if known is not None and not self._expired(known):
-                return known
-        try:
-            size = len(_dumps(payload))
-        except TypeError as exc:
-            raise PayloadError(f"payload of {type!r} is not JSON-serialisable: {exc}") from None
-        if size > self._max_payload:
-            raise PayloadError(f"payload of {type!r} is {size} bytes, more than the {self._max_payload} allowed")
-        task = self._submit_new(type, payload, tenant, idempotency_key, retries, timeout, priority, trace, delay)
-        if idempotency_key is not None:
-            self._remember(task)
-        return task
+        return self.pool.submit_payload(
+            type,
+            payload,
+            delay=delay,
+            tenant=tenant,
+            idempotency_key=idempotency_key,
+            retries=retries,
+            timeout=timeout,
+            priority=priority,
+            trace=trace,
+        )
 
     def submit_task(self, task: Task, delivery: Delivery | None = None, *, delay: float | None = None) -> Task:
         """Submits a prepared task (the messaging layer's path; the payload is not re-checked).
@@ -262,17 +253,6 @@ class Hulk:
             The same errors as `submit`, plus DuplicateTask when a live task has the same id.
         """
         return self.pool.submit(task, delivery, delay=delay)
-
-    def _expired(self, task: Task) -> bool:
-        if task.status not in TERMINAL or task.finished_at is None:
-            return False
-        return task.finished_at + self.config.store_ttl <= self.clock.monotonic() + self.clock.wall_offset()
-
-    def _remember(self, task: Task) -> None:
-        assert task.idempotency_key is not None
-        self._idempotent[(task.tenant, task.idempotency_key)] = task
-        while len(self._idempotent) > self.config.store_capacity:
-            self._idempotent.popitem(last=False)
 
     async def get(self, task_id: str) -> Task | None:
         """A snapshot of the task's record, or None when unknown (or expired from the store)."""

@@ -29,7 +29,7 @@ import asyncio
 import contextvars
 import functools
 import multiprocessing
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor as _Executor
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -49,7 +49,7 @@ from hulk.engine.lifecycle import Health
 from hulk.engine.metrics import EngineMetrics, TypeMetrics
 from hulk.engine.registry import Registry, TaskSpec
 from hulk.engine.store import StatusStore
-from hulk.engine.task import Task, TaskError, TaskStatus
+from hulk.engine.task import TERMINAL, Task, TaskError, TaskStatus
 from hulk.errors import QueueClosed, QueueFull
 
 __all__ = ["Delivery", "DrainResult", "WorkerPool"]
@@ -80,6 +80,10 @@ _PROCESS = 2
 _JSON_SCALARS = frozenset({type(None), str, int, float, bool})
 
 _new_task = object.__new__
+_dumps = orjson.dumps
+
+# Payloads that are JSON by construction and small: no need to serialise them to check.
+_TRIVIAL_PAYLOADS = frozenset({bool, float})
 
 
 @runtime_checkable
@@ -232,6 +236,9 @@ class WorkerPool:
         self.events = events if events is not None else NullEventSink()
         self.metrics = metrics if metrics is not None else EngineMetrics()
         self._ids = ids if ids is not None else IdGenerator(seed=config.seed)
+        self._next_id = self._ids.next
+        self._max_payload = config.max_payload_bytes
+        self._idempotent: OrderedDict[tuple[str, str], Task] = OrderedDict()
         self.on_dead: list[Callable[[Task], object]] = list(on_dead)
 
         self._q = BoundedQueue(config.queue_size)
@@ -395,7 +402,7 @@ class WorkerPool:
             if task.id in self._live:
                 raise DuplicateTask(task.id)
         else:
-            task.id = self._ids(int(wall * 1000))
+            task.id = self._next_id(wall)
         if not task.created_at:
             task.created_at = wall
         if task.max_retries is None:
@@ -426,22 +433,34 @@ class WorkerPool:
         rt.metrics.submitted.inc()
         return task
 
-    def submit_new(
+    def submit_payload(
         self,
         type: str,
-        payload: Any,
+        payload: Any = None,
+        *,
+        delay: float | None = None,
         tenant: str = "default",
         idempotency_key: str | None = None,
         retries: int | None = None,
         timeout: float | None = None,
         priority: int = 0,
         trace: dict[str, str] | None = None,
-        delay: float | None = None,
     ) -> Task:
-        """Creates and submits a task in one step (the fast path behind `Hulk.submit`).
+        """Checks the payload, creates the task and submits it: the hot path behind `Hulk.submit`.
 
-        The payload is not checked here (`Hulk.submit` does). Same errors as `submit`.
+        See `Hulk.submit` for the arguments and errors.
         """
+        if idempotency_key is not None:
+            known = self._idempotent.get((tenant, idempotency_key))
+            if known is not None and not self._expired(known):
+                return known
+        if payload is not None and payload.__class__ not in _TRIVIAL_PAYLOADS:
+            try:
+                size = len(_dumps(payload))
+            except TypeError as exc:
+                raise PayloadError(f"payload of {type!r} is not JSON-serialisable: {exc}") from None
+            if size > self._max_payload:
+                raise PayloadError(f"payload of {type!r} is {size} bytes, more than the {self._max_payload} allowed")
         if not self._accepting:
             raise EngineStopped("the worker pool is draining or stopped; submit refused")
         rt = self._types.get(type)
@@ -454,46 +473,60 @@ class WorkerPool:
             task = Task(type, payload, tenant=tenant, idempotency_key=idempotency_key, priority=priority, trace=trace)
             task.max_retries = retries
             task.timeout = timeout
-            return self.submit(task, delay=delay)
-        if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
-            self.metrics.rejected.inc()
-            raise _queue_full(self._capacity)
-        wall = self._now() + self._wall
-        # Every slot is written once, in declaration order, without going through __init__'s
-        # keyword handling: this is the per-task allocation of the hot path.
-        task = _new_task(Task)
-        task._delivery = None
-        task._rt = rt
-        task._sched = None
-        task.attempt = 0
-        task.created_at = wall
-        task.error = None
-        task.finished_at = None
-        task.id = self._ids(int(wall * 1000))
-        task.idempotency_key = idempotency_key
-        task.max_retries = rt.retries if retries is None else retries
-        task.payload = payload
-        task.priority = priority
-        task.queued_at = wall
-        task.result = None
-        task.run_at = None
-        task.started_at = None
-        task.status = QUEUED
-        task.tenant = tenant
-        task.timeout = rt.timeout if timeout is None else timeout
-        task.trace = trace
-        task.type = type
-        if not self._q.try_push(task):
-            self.metrics.rejected.inc()
-            raise _queue_full(self._capacity)
-        self._pending.append((task, None, QUEUED, wall))
-        if not self._flush_armed:
-            self._arm_flush()
-        if self._sleepers and not self._wake_armed:
-            self._arm_wake()
-        self._live[task.id] = task
-        rt.metrics.submitted.inc()
+            self.submit(task, delay=delay)
+        else:
+            if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
+                self.metrics.rejected.inc()
+                raise _queue_full(self._capacity)
+            wall = self._now() + self._wall
+            # Every slot written once, without __init__'s keyword handling: the per-task allocation
+            # of the hot path.
+            task = _new_task(Task)
+            task._delivery = None
+            task._rt = rt
+            task._sched = None
+            task.attempt = 0
+            task.created_at = wall
+            task.error = None
+            task.finished_at = None
+            task.id = self._next_id(wall)
+            task.idempotency_key = idempotency_key
+            task.max_retries = rt.retries if retries is None else retries
+            task.payload = payload
+            task.priority = priority
+            task.queued_at = wall
+            task.result = None
+            task.run_at = None
+            task.started_at = None
+            task.status = QUEUED
+            task.tenant = tenant
+            task.timeout = rt.timeout if timeout is None else timeout
+            task.trace = trace
+            task.type = type
+            if not self._q.try_push(task):
+                self.metrics.rejected.inc()
+                raise _queue_full(self._capacity)
+            self._pending.append((task, None, QUEUED, wall))
+            if not self._flush_armed:
+                self._arm_flush()
+            if self._sleepers and not self._wake_armed:
+                self._arm_wake()
+            self._live[task.id] = task
+            rt.metrics.submitted.inc()
+        if idempotency_key is not None:
+            self._remember(task)
         return task
+
+    def _expired(self, task: Task) -> bool:
+        if task.status not in TERMINAL or task.finished_at is None:
+            return False
+        return task.finished_at + self.config.store_ttl <= self._now() + self._wall
+
+    def _remember(self, task: Task) -> None:
+        assert task.idempotency_key is not None
+        self._idempotent[(task.tenant, task.idempotency_key)] = task
+        while len(self._idempotent) > self.config.store_capacity:
+            self._idempotent.popitem(last=False)
 
     async def wait_for_room(self) -> None:
         """Returns once the queue has room again (for producers that got QueueFull)."""

@@ -19,6 +19,8 @@ from hulk.engine.task import TERMINAL, Task, TaskStatus
 
 __all__ = ["InMemoryStatusStore", "StatusStore"]
 
+_RUNNING = TaskStatus.RUNNING
+_RETRYING = TaskStatus.RETRYING
 _QUEUED = TaskStatus.QUEUED
 _SCHEDULED = TaskStatus.SCHEDULED
 _SUCCEEDED = TaskStatus.SUCCEEDED
@@ -60,7 +62,8 @@ class InMemoryStatusStore:
     """A `StatusStore` in a dict: live tasks are kept until terminal, finished ones under a bound and a TTL.
 
     Finished tasks leave in finishing order once more than `capacity` are kept, or `ttl` seconds
-    after they finished (checked on each `record`), so memory stays bounded. `get` and `wait`
+    after they finished (the time of their terminal event, checked on each `record`), so memory
+    stays bounded. `get` and `wait`
     return snapshots, never the live record.
 
     Args:
@@ -78,7 +81,7 @@ class InMemoryStatusStore:
         self.ttl = ttl
         self._clock = clock if clock is not None else SystemClock()
         self._tasks: dict[str, Task] = {}
-        self._finished: deque[tuple[float, Task]] = deque()
+        self._finished: deque[TaskEvent] = deque()
         self._dead: deque[Task] = deque(maxlen=capacity)
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
 
@@ -88,21 +91,25 @@ class InMemoryStatusStore:
     def record(self, events: Sequence[TaskEvent]) -> None:
         """Indexes new tasks and files finished ones (waking their waiters)."""
         tasks = self._tasks
-        expires = self._clock.monotonic() + self.ttl
         finished = self._finished
-        for task, _previous, status, _at in events:
-            # Identity tests, cheaper than set lookups. Entering the queue (or a delay) indexes the
-            # task; running and retrying change nothing here: the record is the live object.
+        for event in events:
+            status = event[2]
+            # Identity tests, cheaper than set lookups (hashing an enum member runs Python code).
+            # Running and retrying change nothing here: the record is the live object.
+            if status is _RUNNING or status is _RETRYING:
+                continue
+            task = event[0]
+            tasks[task.id] = task
             if status is _QUEUED or status is _SCHEDULED:
-                tasks[task.id] = task
-            elif status is _SUCCEEDED or status is _DEAD or status is _CANCELLED:
-                tasks[task.id] = task
-                finished.append((expires, task))
-                if status is TaskStatus.DEAD:
-                    self._dead.append(task)
-                if self._waiters:
-                    self._wake(task)
-        self._prune(expires - self.ttl)
+                continue
+            # Terminal: the event itself (it holds the finishing time) joins the finished line.
+            finished.append(event)
+            if status is _DEAD:
+                self._dead.append(task)
+            if self._waiters:
+                self._wake(task)
+        if finished:
+            self._prune(self._clock.monotonic() + self._clock.wall_offset())
 
     def _wake(self, task: Task) -> None:
         waiters = self._waiters.pop(task.id, None)
@@ -112,18 +119,20 @@ class InMemoryStatusStore:
                 if not fut.done():
                     fut.set_result(snapshot)
 
-    def _prune(self, now: float) -> None:
+    def _prune(self, wall: float) -> None:
         finished = self._finished
         tasks = self._tasks
-        while finished and (len(finished) > self.capacity or finished[0][0] <= now):
-            _expires, task = finished.popleft()
-            # A newer record under the same id (a resubmitted task) is not evicted with the old one.
-            if tasks.get(task.id) is task and task.status in TERMINAL:
+        cutoff = wall - self.ttl
+        capacity = self.capacity
+        while finished and (len(finished) > capacity or finished[0][3] <= cutoff):
+            task = finished.popleft()[0]
+            # A newer record under the same id (a resubmitted task) stays.
+            if tasks.get(task.id) is task:
                 del tasks[task.id]
 
     def expire(self) -> None:
         """Drops the finished tasks whose TTL has passed (also done on every `record`)."""
-        self._prune(self._clock.monotonic())
+        self._prune(self._clock.monotonic() + self._clock.wall_offset())
 
     def peek(self, task_id: str) -> Task | None:
         """The live record of `task_id` without copying (read-only use), or None."""

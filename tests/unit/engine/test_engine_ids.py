@@ -44,6 +44,19 @@ def test_counter_overflow_borrows_the_next_millisecond() -> None:
     gen = IdGenerator(seed=3)
     first = gen(5_000)
     gen._counter = (1 << 48) - 1
+    gen._pending = []
     second = gen(5_000)
     assert second > first
     assert uuid.UUID(second).int >> 80 == 5_001
+
+
+def test_hot_path_blocks_are_refreshed_when_stale() -> None:
+    gen = IdGenerator(seed=4, max_age=0.002)
+    first = gen.next(1000.0)
+    same_block = gen.next(1000.001)
+    fresh = gen.next(1000.003)
+    assert first < same_block < fresh
+    assert uuid.UUID(same_block).int >> 80 == 1_000_000
+    assert uuid.UUID(fresh).int >> 80 == 1_000_003
+    ids = [gen.next(1000.003) for _ in range(600)]  # several blocks within one millisecond
+    assert ids == sorted(ids) and len(set(ids)) == 600

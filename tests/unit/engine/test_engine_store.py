@@ -45,7 +45,7 @@ async def test_ttl_and_bound() -> None:
     store = InMemoryStatusStore(capacity=2, ttl=10.0, clock=clock)
     tasks = [make(str(n), S.SUCCEEDED) for n in range(3)]
     for task in tasks:
-        store.record([(task, S.RUNNING, S.SUCCEEDED, 1.0)])
+        store.record([(task, S.RUNNING, S.SUCCEEDED, clock.time())])
     assert store.peek("0") is None
     assert store.peek("1") is not None
     clock.advance(10.0)
@@ -59,14 +59,15 @@ async def test_live_tasks_are_not_evicted() -> None:
     live = make("live", S.QUEUED)
     store.record([(live, None, S.QUEUED, 0.0)])
     for n in range(3):
-        store.record([(make(f"d{n}", S.DEAD), S.RUNNING, S.DEAD, 0.0)])
+        store.record([(make(f"d{n}", S.DEAD), S.RUNNING, S.DEAD, clock.time())])
     clock.advance(5)
     store.expire()
     assert store.peek("live") is live
 
 
 async def test_wait_for_terminal() -> None:
-    store = InMemoryStatusStore(clock=FakeClock())
+    clock = FakeClock()
+    store = InMemoryStatusStore(clock=clock)
     task = make("w", S.RUNNING)
     store.record([(task, None, S.QUEUED, 0.0)])
     waiter = asyncio.ensure_future(store.wait("w", timeout=10))
@@ -74,7 +75,7 @@ async def test_wait_for_terminal() -> None:
     await asyncio.sleep(0)
     task.status = S.SUCCEEDED
     task.result = 5
-    store.record([(task, S.RUNNING, S.SUCCEEDED, 1.0)])
+    store.record([(task, S.RUNNING, S.SUCCEEDED, clock.time())])
     done = await waiter
     assert done.result == 5
     assert (await other).result == 5
@@ -92,9 +93,10 @@ async def test_wait_timeout_and_unknown() -> None:
 
 
 async def test_dead_listing_newest_first() -> None:
-    store = InMemoryStatusStore(capacity=3, clock=FakeClock())
+    clock = FakeClock()
+    store = InMemoryStatusStore(capacity=3, clock=clock)
     for n in range(5):
-        store.record([(make(f"d{n}", S.DEAD), S.RUNNING, S.DEAD, float(n))])
+        store.record([(make(f"d{n}", S.DEAD), S.RUNNING, S.DEAD, clock.time() + n)])
     dead = await store.dead(limit=10)
     assert [t.id for t in dead] == ["d4", "d3", "d2"]
     assert [t.id for t in await store.dead(limit=1)] == ["d4"]
@@ -124,7 +126,7 @@ class StoreMachine(RuleBasedStateMachine):
             return
         task_id = data.draw(st.sampled_from(sorted(self.live)))
         self.live.discard(task_id)
-        self.store.record([(make(task_id, S.SUCCEEDED), S.RUNNING, S.SUCCEEDED, 0.0)])
+        self.store.record([(make(task_id, S.SUCCEEDED), S.RUNNING, S.SUCCEEDED, self.clock.time())])
         self.finished.append((self.clock.monotonic() + 5.0, task_id))
         self.finished = self.finished[-3:]
 
