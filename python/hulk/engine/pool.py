@@ -131,16 +131,21 @@ class _TypeRuntime:
     __slots__ = (
         "active",
         "breaker",
+        "duration_observe",
         "fail_fast",
         "fn",
         "kind",
         "limit",
         "metrics",
+        "mode",
         "parked",
         "pass_task",
         "retries",
         "scheduler",
         "spec",
+        "started_inc",
+        "submitted_inc",
+        "succeeded_inc",
         "timeout",
     )
 
@@ -166,17 +171,23 @@ class _TypeRuntime:
         self.active = 0
         self.parked: deque[Task] = deque()
         self.metrics = metrics
+        # What the worker loop needs, one attribute away: how to call the handler (0: await
+        # fn(payload), 1: await fn(payload, task=task), 2: off the loop) and bound metric methods.
+        self.mode = 2 if self.kind != _LOOP else (1 if self.pass_task else 0)
+        self.submitted_inc = metrics.submitted.inc
+        self.started_inc = metrics.started.inc
+        self.succeeded_inc = metrics.succeeded.inc
+        self.duration_observe = metrics.duration.observe
 
 
 class _Worker:
     """One worker coroutine's state, read by the watchdog."""
 
-    __slots__ = ("aio", "deadline", "interrupt", "number", "retire", "sleeping", "task")
+    __slots__ = ("aio", "interrupt", "number", "retire", "sleeping", "task")
 
     def __init__(self, number: int) -> None:
         self.number = number
         self.task: Task | None = None
-        self.deadline = 0.0
         self.interrupt = 0
         self.retire = False
         self.sleeping: asyncio.Future[None] | None = None
@@ -512,7 +523,7 @@ class WorkerPool:
             if self._sleepers and not self._wake_armed:
                 self._arm_wake()
             self._live[task.id] = task
-            rt.metrics.submitted.inc()
+            rt.submitted_inc()
         if idempotency_key is not None:
             self._remember(task)
         return task
@@ -646,8 +657,9 @@ class WorkerPool:
                 self._workers.remove(worker)
 
     async def _work_loop(self, worker: _Worker) -> None:
-        # The hot path. Everything touched per task is a local; one clock read per task; events
-        # are tuples appended to a list; metrics are native counters; no lock, timer or log line.
+        # The hot path. Everything touched per task is a local or one attribute away; one clock
+        # read per task; events are tuples appended to a list; metrics are native counters; no
+        # lock, timer or log line. The watchdog finds the deadline from `worker.task`.
         q = self._q
         local = self._local
         popleft = local.popleft
@@ -655,19 +667,29 @@ class WorkerPool:
         pending = self._pending
         now_fn = self._now
         batch = self._batch
-        latency = self.metrics.latency
+        latency_observe = self.metrics.latency.observe
         queued_status = QUEUED
         running_status = RUNNING
         succeeded_status = SUCCEEDED
         scalars = _JSON_SCALARS
-        loop_kind = _LOOP
-        ran = 0
         now = now_fn()
         offset = self._wall
+        took = False
         while True:
             if local:
                 task = popleft()
             else:
+                if took:
+                    # Let the loop breathe (intake, timers, flushes) once per batch taken.
+                    took = False
+                    if not self._flush_armed and pending:
+                        self._arm_flush()
+                    await asyncio.sleep(0)
+                    if worker.retire:
+                        return
+                    now = now_fn()
+                    offset = self._wall
+                    continue
                 try:
                     items = q.pop_many(batch)
                 except QueueClosed:
@@ -675,15 +697,15 @@ class WorkerPool:
                 if not items:
                     if worker.retire or self._closing:
                         return
-                    if pending and not self._flush_armed:
+                    if not self._flush_armed and pending:
                         self._arm_flush()
                     await self._sleep(worker)
                     now = now_fn()
                     offset = self._wall
-                    ran = 0
                     continue
                 if self._room_waiters:
                     self._wake_room()
+                took = True
                 task = items[0]
                 if len(items) > 1:
                     local.extend(items[1:])
@@ -703,25 +725,23 @@ class WorkerPool:
                 self._refused(task, rt, breaker, now)
                 continue
 
-            wall = now + offset
+            started = now + offset
             task.status = running_status
             task.attempt += 1
-            task.started_at = wall
-            pending.append((task, queued_status, running_status, wall))
-            metrics = rt.metrics
-            metrics.started.inc()
-            latency.observe(wall - task.queued_at)  # type: ignore[operator]
+            task.started_at = started
+            pending.append((task, queued_status, running_status, started))
+            rt.started_inc()
+            latency_observe(started - task.queued_at)  # type: ignore[operator]
             worker.task = task
-            worker.deadline = now + (task.timeout or rt.timeout)
             try:
-                if rt.kind == loop_kind:
-                    if rt.pass_task:
-                        result = await rt.fn(task.payload, task=task)
-                    else:
-                        result = await rt.fn(task.payload)
+                mode = rt.mode
+                if mode == 0:
+                    result = await rt.fn(task.payload)
+                elif mode == 1:
+                    result = await rt.fn(task.payload, task=task)
                 else:
                     result = await self._off_loop(rt, task)
-                if type(result) not in scalars:
+                if result is not None and type(result) not in scalars:
                     _check_result(result)
             except asyncio.CancelledError:
                 reason = worker.interrupt
@@ -751,32 +771,21 @@ class WorkerPool:
                 if worker.interrupt:
                     # The handler swallowed the cancellation and returned: its result stands.
                     self._swallowed_cancel(worker)
-                wall = now + offset
+                finished = now + offset
                 task.result = result
-                task.finished_at = wall
+                task.finished_at = finished
                 task.status = succeeded_status
-                pending.append((task, running_status, succeeded_status, wall))
-                duration = wall - task.started_at
+                pending.append((task, running_status, succeeded_status, finished))
+                duration = finished - started
                 if breaker is not None:
                     breaker.record_success(duration, now)
-                metrics.succeeded.inc()
-                metrics.duration.observe(duration)
+                rt.succeeded_inc()
+                rt.duration_observe(duration)
                 del live[task.id]
                 if task._delivery is not None:
                     self._settle(task)
-            if not self._flush_armed:
-                self._arm_flush()
             if rt.limit:
                 self._release_slot(rt)
-            ran += 1
-            if ran >= batch:
-                ran = 0
-                if worker.retire:
-                    return
-                # Let the loop breathe (intake, timers, flushes) between batches.
-                await asyncio.sleep(0)
-                now = now_fn()
-                offset = self._wall
 
     @staticmethod
     def _swallowed_cancel(worker: _Worker) -> None:
@@ -985,8 +994,13 @@ class WorkerPool:
             now = self._now()
         if type(self.clock) is SystemClock:
             self._wall = self.clock.wall_offset()
+        offset = self._wall
         for worker in self._workers:
-            if worker.task is not None and not worker.interrupt and now >= worker.deadline and worker.aio is not None:
+            task = worker.task
+            if task is None or worker.interrupt or worker.aio is None:
+                continue
+            rt: _TypeRuntime = task._rt
+            if now >= (task.started_at or 0.0) - offset + (task.timeout or rt.timeout):
                 worker.interrupt = _TIMEOUT
                 worker.aio.cancel()
         if self._accepting:
