@@ -62,8 +62,8 @@ class InMemoryStatusStore:
     """A `StatusStore` in a dict: live tasks are kept until terminal, finished ones under a bound and a TTL.
 
     Finished tasks leave in finishing order once more than `capacity` are kept, or `ttl` seconds
-    after they finished (the time of their terminal event, checked on each `record`), so memory
-    stays bounded. `get` and `wait`
+    after their `finished_at` (checked on each `record`; a terminal task without `finished_at`
+    expires at once), so memory stays bounded. `get` and `wait`
     return snapshots, never the live record.
 
     Args:
@@ -81,7 +81,7 @@ class InMemoryStatusStore:
         self.ttl = ttl
         self._clock = clock if clock is not None else SystemClock()
         self._tasks: dict[str, Task] = {}
-        self._finished: deque[TaskEvent] = deque()
+        self._finished: deque[Task] = deque()
         self._dead: deque[Task] = deque(maxlen=capacity)
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
 
@@ -102,8 +102,9 @@ class InMemoryStatusStore:
             tasks[task.id] = task
             if status is _QUEUED or status is _SCHEDULED:
                 continue
-            # Terminal: the event itself (it holds the finishing time) joins the finished line.
-            finished.append(event)
+            # Terminal: it joins the finished line (tasks, not tuples: one object fewer per kept
+            # task for the garbage collector to walk).
+            finished.append(task)
             if status is _DEAD:
                 self._dead.append(task)
             if self._waiters:
@@ -124,8 +125,8 @@ class InMemoryStatusStore:
         tasks = self._tasks
         cutoff = wall - self.ttl
         capacity = self.capacity
-        while finished and (len(finished) > capacity or finished[0][3] <= cutoff):
-            task = finished.popleft()[0]
+        while finished and (len(finished) > capacity or (finished[0].finished_at or 0.0) <= cutoff):
+            task = finished.popleft()
             # A newer record under the same id (a resubmitted task) stays.
             if tasks.get(task.id) is task:
                 del tasks[task.id]

@@ -14,9 +14,10 @@ from hulk.testing import FakeClock
 S = TaskStatus
 
 
-def make(task_id: str, status: TaskStatus) -> Task:
+def make(task_id: str, status: TaskStatus, finished_at: float | None = None) -> Task:
     task = Task("t", id=task_id)
     task.status = status
+    task.finished_at = finished_at
     return task
 
 
@@ -43,7 +44,7 @@ async def test_records_and_returns_snapshots() -> None:
 async def test_ttl_and_bound() -> None:
     clock = FakeClock()
     store = InMemoryStatusStore(capacity=2, ttl=10.0, clock=clock)
-    tasks = [make(str(n), S.SUCCEEDED) for n in range(3)]
+    tasks = [make(str(n), S.SUCCEEDED, clock.time()) for n in range(3)]
     for task in tasks:
         store.record([(task, S.RUNNING, S.SUCCEEDED, clock.time())])
     assert store.peek("0") is None
@@ -59,7 +60,7 @@ async def test_live_tasks_are_not_evicted() -> None:
     live = make("live", S.QUEUED)
     store.record([(live, None, S.QUEUED, 0.0)])
     for n in range(3):
-        store.record([(make(f"d{n}", S.DEAD), S.RUNNING, S.DEAD, clock.time())])
+        store.record([(make(f"d{n}", S.DEAD, clock.time()), S.RUNNING, S.DEAD, clock.time())])
     clock.advance(5)
     store.expire()
     assert store.peek("live") is live
@@ -75,6 +76,7 @@ async def test_wait_for_terminal() -> None:
     await asyncio.sleep(0)
     task.status = S.SUCCEEDED
     task.result = 5
+    task.finished_at = clock.time()
     store.record([(task, S.RUNNING, S.SUCCEEDED, clock.time())])
     done = await waiter
     assert done.result == 5
@@ -96,7 +98,7 @@ async def test_dead_listing_newest_first() -> None:
     clock = FakeClock()
     store = InMemoryStatusStore(capacity=3, clock=clock)
     for n in range(5):
-        store.record([(make(f"d{n}", S.DEAD), S.RUNNING, S.DEAD, clock.time() + n)])
+        store.record([(make(f"d{n}", S.DEAD, clock.time() + n), S.RUNNING, S.DEAD, clock.time() + n)])
     dead = await store.dead(limit=10)
     assert [t.id for t in dead] == ["d4", "d3", "d2"]
     assert [t.id for t in await store.dead(limit=1)] == ["d4"]
@@ -126,7 +128,8 @@ class StoreMachine(RuleBasedStateMachine):
             return
         task_id = data.draw(st.sampled_from(sorted(self.live)))
         self.live.discard(task_id)
-        self.store.record([(make(task_id, S.SUCCEEDED), S.RUNNING, S.SUCCEEDED, self.clock.time())])
+        done = make(task_id, S.SUCCEEDED, self.clock.time())
+        self.store.record([(done, S.RUNNING, S.SUCCEEDED, self.clock.time())])
         self.finished.append((self.clock.monotonic() + 5.0, task_id))
         self.finished = self.finished[-3:]
 
