@@ -105,6 +105,8 @@ class Hulk:
             metrics=self.metrics,
             ids=ids,
         )
+        if isinstance(self.store, InMemoryStatusStore) and self.store.live is None:
+            self.store.live = self.pool.get
         self.runtime = Runtime(stop_timeout=config.drain_timeout)
         if isinstance(self.store, Component):
             self.runtime.add(self.store)

@@ -145,7 +145,10 @@ class EngineConfig:
         breaker_stuck_after: seconds a breaker may stay open before the health loop reports it.
         autoscale_interval: seconds between auto-scaling decisions.
         scale_up_latency: mean submit-to-start seconds above which the pool grows.
-        store_capacity: finished tasks the in-memory status store keeps.
+        store_capacity: finished tasks the in-memory status store keeps. Kept tasks are live Python
+            objects the garbage collector walks on every full collection (about 1 ms per thousand
+            here), so a large bound costs tail latency; a cluster-wide store belongs in the
+            messaging layer's KV.
         store_ttl: seconds it keeps a finished task.
         drain_timeout: default seconds a drain lets running tasks finish.
         seed: seed of backoff jitter and breaker jitter (None: random); fix it for reproducible tests.
@@ -168,7 +171,7 @@ class EngineConfig:
     breaker_stuck_after: float = 60.0
     autoscale_interval: float = 1.0
     scale_up_latency: float = 0.05
-    store_capacity: int = 100_000
+    store_capacity: int = 10_000
     store_ttl: float = 3600.0
     drain_timeout: float = 30.0
     seed: int | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from hulk.engine.clock import Clock, SystemClock
@@ -59,20 +59,32 @@ class StatusStore(Protocol):
 
 
 class InMemoryStatusStore:
-    """A `StatusStore` in a dict: live tasks are kept until terminal, finished ones under a bound and a TTL.
+    """A `StatusStore` in a dict, bounded and with a TTL.
 
-    Finished tasks leave in finishing order once more than `capacity` are kept, or `ttl` seconds
-    after their `finished_at` (checked on each `record`; a terminal task without `finished_at`
-    expires at once), so memory stays bounded. `get` and `wait`
-    return snapshots, never the live record.
+    Tasks are indexed when they enter the queue (or a delay) and kept until terminal; finished
+    ones leave in finishing order once more than `capacity` are kept, or `ttl` seconds after their
+    `finished_at` (checked on each `record`; a terminal task without `finished_at` expires at
+    once), so memory stays bounded. `get` and `wait` return snapshots, never the live record.
+
+    When the engine gives it `live` (its own index of unfinished tasks, as `Hulk` does), the store
+    indexes only finished tasks and asks `live` about the others: one dictionary write fewer per
+    task on the hot path.
 
     Args:
         capacity: finished tasks kept at most.
         ttl: seconds a finished task is kept.
         clock: the clock measuring the TTL (the engine's, so a fake clock drives expiry in tests).
+        live: looks up an unfinished task by id (None: the store indexes every task itself).
     """
 
-    def __init__(self, capacity: int = 100_000, ttl: float = 3600.0, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int = 10_000,
+        ttl: float = 3600.0,
+        *,
+        clock: Clock | None = None,
+        live: Callable[[str], Task | None] | None = None,
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"InMemoryStatusStore(capacity) must be >= 1, got {capacity}")
         if not ttl >= 0:
@@ -84,6 +96,7 @@ class InMemoryStatusStore:
         self._finished: deque[Task] = deque()
         self._dead: deque[Task] = deque(maxlen=capacity)
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
+        self.live = live
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -92,6 +105,7 @@ class InMemoryStatusStore:
         """Indexes new tasks and files finished ones (waking their waiters)."""
         tasks = self._tasks
         finished = self._finished
+        index_live = self.live is None
         for event in events:
             status = event[2]
             # Identity tests, cheaper than set lookups (hashing an enum member runs Python code).
@@ -99,9 +113,11 @@ class InMemoryStatusStore:
             if status is _RUNNING or status is _RETRYING:
                 continue
             task = event[0]
-            tasks[task.id] = task
             if status is _QUEUED or status is _SCHEDULED:
+                if index_live:
+                    tasks[task.id] = task
                 continue
+            tasks[task.id] = task
             # Terminal: it joins the finished line (tasks, not tuples: one object fewer per kept
             # task for the garbage collector to walk).
             finished.append(task)
@@ -136,17 +152,20 @@ class InMemoryStatusStore:
         self._prune(self._clock.monotonic() + self._clock.wall_offset())
 
     def peek(self, task_id: str) -> Task | None:
-        """The live record of `task_id` without copying (read-only use), or None."""
-        return self._tasks.get(task_id)
+        """The record of `task_id` without copying (read-only use), or None."""
+        task = self._tasks.get(task_id)
+        if task is None and self.live is not None:
+            task = self.live(task_id)
+        return task
 
     async def get(self, task_id: str) -> Task | None:
         """A snapshot of the task, or None when unknown or expired."""
-        task = self._tasks.get(task_id)
+        task = self.peek(task_id)
         return None if task is None else task.snapshot()
 
     async def wait(self, task_id: str, timeout: float | None = None) -> Task:
         """Waits for a terminal status (see `StatusStore.wait`); `timeout` is in event-loop seconds."""
-        task = self._tasks.get(task_id)
+        task = self.peek(task_id)
         if task is None:
             raise TaskNotFound(task_id)
         if task.status in TERMINAL:

@@ -149,3 +149,22 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 TestStore = StoreMachine.TestCase
+
+
+async def test_live_lookup_replaces_indexing_unfinished_tasks() -> None:
+    clock = FakeClock()
+    live: dict[str, Task] = {}
+    store = InMemoryStatusStore(clock=clock, live=live.get)
+    task = make("l", S.QUEUED)
+    live["l"] = task
+    store.record([(task, None, S.QUEUED, clock.time())])
+    assert len(store) == 0  # not indexed: the engine's live index answers
+    assert store.peek("l") is task
+    waiter = asyncio.ensure_future(store.wait("l", timeout=10))
+    await asyncio.sleep(0)
+    del live["l"]
+    task.status = S.SUCCEEDED
+    task.finished_at = clock.time()
+    store.record([(task, S.RUNNING, S.SUCCEEDED, clock.time())])
+    assert (await waiter).status is S.SUCCEEDED
+    assert store.peek("l") is task and len(store) == 1
