@@ -8,6 +8,7 @@ layer) fits the same protocol. Cancelling goes through the engine (`Hulk.cancel`
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
@@ -94,15 +95,33 @@ class InMemoryStatusStore:
         self._clock = clock if clock is not None else SystemClock()
         self._tasks: dict[str, Task] = {}
         self._finished: deque[Task] = deque()
+        # Finished tasks are indexed by id only when someone reads: `_evicted` counts the tasks
+        # that left the front of `_finished`, `_indexed` those (from the front) already in `_tasks`.
+        self._evicted = 0
+        self._indexed = 0
         self._dead: deque[Task] = deque(maxlen=capacity)
         self._waiters: dict[str, list[asyncio.Future[Task]]] = {}
         self.live = live
 
     def __len__(self) -> int:
+        self._catch_up()
         return len(self._tasks)
 
+    def _catch_up(self) -> None:
+        finished = self._finished
+        start = self._indexed - self._evicted
+        if start < len(finished):
+            tasks = self._tasks
+            for task in itertools.islice(finished, start, None):
+                tasks[task.id] = task
+            self._indexed = self._evicted + len(finished)
+
     def record(self, events: Sequence[TaskEvent]) -> None:
-        """Indexes new tasks and files finished ones (waking their waiters)."""
+        """Files finished tasks (waking their waiters), and indexes new ones when there is no `live`.
+
+        Finished tasks join a line in finishing order; they are indexed by id on the first read
+        after they finished, so a store nobody reads costs no dictionary work per task.
+        """
         tasks = self._tasks
         finished = self._finished
         index_live = self.live is None
@@ -117,7 +136,6 @@ class InMemoryStatusStore:
                 if index_live:
                     tasks[task.id] = task
                 continue
-            tasks[task.id] = task
             # Terminal: it joins the finished line (tasks, not tuples: one object fewer per kept
             # task for the garbage collector to walk).
             finished.append(task)
@@ -141,11 +159,16 @@ class InMemoryStatusStore:
         tasks = self._tasks
         cutoff = wall - self.ttl
         capacity = self.capacity
+        index_live = self.live is None
         while finished and (len(finished) > capacity or (finished[0].finished_at or 0.0) <= cutoff):
             task = finished.popleft()
-            # A newer record under the same id (a resubmitted task) stays.
-            if tasks.get(task.id) is task:
+            # Only indexed tasks are in the dictionary; a newer record under the same id (a
+            # resubmitted task) stays.
+            if (index_live or self._evicted < self._indexed) and tasks.get(task.id) is task:
                 del tasks[task.id]
+            self._evicted += 1
+        if self._indexed < self._evicted:
+            self._indexed = self._evicted
 
     def expire(self) -> None:
         """Drops the finished tasks whose TTL has passed (also done on every `record`)."""
@@ -153,6 +176,7 @@ class InMemoryStatusStore:
 
     def peek(self, task_id: str) -> Task | None:
         """The record of `task_id` without copying (read-only use), or None."""
+        self._catch_up()
         task = self._tasks.get(task_id)
         if task is None and self.live is not None:
             task = self.live(task_id)
@@ -184,6 +208,7 @@ class InMemoryStatusStore:
 
     async def dead(self, limit: int = 100) -> list[Task]:
         """The most recent dead tasks still kept, newest first."""
+        self._catch_up()
         out: list[Task] = []
         for task in reversed(self._dead):
             if len(out) >= limit:

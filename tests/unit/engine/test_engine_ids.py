@@ -59,4 +59,5 @@ def test_hot_path_blocks_are_refreshed_when_stale() -> None:
     assert uuid.UUID(same_block).int >> 80 == 1_000_000
     assert uuid.UUID(fresh).int >> 80 == 1_000_003
     ids = [gen.next(1000.003) for _ in range(600)]  # several blocks within one millisecond
-    assert ids == sorted(ids) and len(set(ids)) == 600
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 600

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -149,6 +150,38 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 TestStore = StoreMachine.TestCase
+TestStore.settings = settings(max_examples=50, deadline=None)
+
+
+class LiveStoreMachine(StoreMachine):
+    """The same model when the engine's live index answers for unfinished tasks (lazy indexing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.index: dict[str, Task] = {}
+        self.store = InMemoryStatusStore(capacity=3, ttl=5.0, clock=self.clock, live=self.index.get)
+
+    @rule()
+    def submit(self) -> None:
+        super().submit()
+        task_id = f"t{self.count}"
+        self.index[task_id] = make(task_id, S.QUEUED)
+
+    @rule(data=st.data())
+    def finish(self, data: st.DataObject) -> None:
+        before = set(self.live)
+        super().finish(data)
+        for task_id in before - self.live:
+            del self.index[task_id]
+
+    @rule(data=st.data())
+    def finish_twice_without_reading(self, data: st.DataObject) -> None:
+        self.finish(data)
+        self.finish(data)
+
+
+TestLiveStore = LiveStoreMachine.TestCase
+TestLiveStore.settings = settings(max_examples=50, deadline=None)
 
 
 async def test_live_lookup_replaces_indexing_unfinished_tasks() -> None:
@@ -167,4 +200,5 @@ async def test_live_lookup_replaces_indexing_unfinished_tasks() -> None:
     task.finished_at = clock.time()
     store.record([(task, S.RUNNING, S.SUCCEEDED, clock.time())])
     assert (await waiter).status is S.SUCCEEDED
-    assert store.peek("l") is task and len(store) == 1
+    assert store.peek("l") is task
+    assert len(store) == 1
