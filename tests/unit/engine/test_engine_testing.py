@@ -72,3 +72,12 @@ async def test_builtins_through_the_engine() -> None:
         for task in done:
             assert (await rt.wait(task.id)).status is TaskStatus.SUCCEEDED
         assert (await rt.wait(cpu_task.id)).status is TaskStatus.SUCCEEDED
+
+
+def test_engine_names_from_the_package() -> None:
+    import hulk
+
+    assert hulk.Hulk is Hulk
+    assert hulk.EngineConfig is EngineConfig
+    with pytest.raises(AttributeError, match="nope"):
+        hulk.nope  # noqa: B018
