@@ -156,17 +156,33 @@ class InMemoryStatusStore:
 
     def _prune(self, wall: float) -> None:
         finished = self._finished
-        tasks = self._tasks
+        excess = len(finished) - self.capacity
+        if excess > 0:
+            self._evict(excess)
         cutoff = wall - self.ttl
-        capacity = self.capacity
-        index_live = self.live is None
-        while finished and (len(finished) > capacity or (finished[0].finished_at or 0.0) <= cutoff):
-            task = finished.popleft()
-            # Only indexed tasks are in the dictionary; a newer record under the same id (a
-            # resubmitted task) stays.
-            if (index_live or self._evicted < self._indexed) and tasks.get(task.id) is task:
-                del tasks[task.id]
-            self._evicted += 1
+        expired = 0
+        for task in finished:
+            if (task.finished_at or 0.0) > cutoff:
+                break
+            expired += 1
+        if expired:
+            self._evict(expired)
+
+    def _evict(self, count: int) -> None:
+        finished = self._finished
+        popleft = finished.popleft
+        # Only indexed tasks are in the dictionary (all of them when there is no `live`).
+        indexed = count if self.live is None else min(count, self._indexed - self._evicted)
+        if indexed > 0:
+            tasks = self._tasks
+            for _ in range(indexed):
+                task = popleft()
+                # A newer record under the same id (a resubmitted task) stays.
+                if tasks.get(task.id) is task:
+                    del tasks[task.id]
+        for _ in range(count - max(indexed, 0)):
+            popleft()
+        self._evicted += count
         if self._indexed < self._evicted:
             self._indexed = self._evicted
 
