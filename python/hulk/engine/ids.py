@@ -7,26 +7,25 @@ starts at a random value (at least 2**44, so it always prints as 12 hex digits) 
 creation order; ids from different processes collide only if 72 random bits do.
 
 Formatting a UUID costs more than everything else the engine does to accept a task, so ids come in
-blocks of 256 that share everything but their last two hex digits: one block costs one format and
-256 string concatenations (done by C-level `map`), and the ids are handed out one by one. A block
-is replaced when its timestamp is older than `max_age` seconds, so the embedded time stays within
-a few milliseconds of the real creation time (unused ids of an old block are skipped).
+blocks of 256 that share everything but their last two hex digits: a block costs one format, and
+each id one string concatenation, made on demand by a C-level `map` iterator. A block is replaced
+when its timestamp is older than `max_age` seconds, so the embedded time stays within a few
+milliseconds of the real creation time (the unused ids of an old block are never made).
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 __all__ = ["IdGenerator"]
 
 _COUNTER_MAX = (1 << 48) - 1
 _COUNTER_BASE = 1 << 44
 _BLOCK = 256
-# The last two hex digits of the ids of one block, highest first so that list.pop() hands out
-# increasing ids.
-_SUFFIXES = [f"{n:02x}" for n in range(_BLOCK - 1, -1, -1)]
+# The last two hex digits of the ids of one block, in increasing order.
+_SUFFIXES = [f"{n:02x}" for n in range(_BLOCK)]
 
 
 class IdGenerator:
@@ -39,7 +38,7 @@ class IdGenerator:
         max_age: seconds after which a block's timestamp is stale and a new block is made.
     """
 
-    __slots__ = ("_counter", "_expires", "_last_ms", "_max_age", "_pending", "_prefix", "_rng", "_time_ns")
+    __slots__ = ("_counter", "_expires", "_ids", "_last_ms", "_max_age", "_prefix", "_rng", "_time_ns")
 
     def __init__(
         self,
@@ -54,7 +53,7 @@ class IdGenerator:
         self._last_ms = -1
         self._prefix = ""
         self._counter = 0
-        self._pending: list[str] = []
+        self._ids: Iterator[str] = iter(())
         self._expires = 0.0
 
     def _roll(self, ms: int) -> None:
@@ -75,7 +74,7 @@ class IdGenerator:
             self._roll(self._last_ms + 1)
         self._counter += _BLOCK
         head = f"{self._prefix}{self._counter >> 8:010x}"
-        self._pending = list(map(head.__add__, _SUFFIXES))
+        self._ids = map(head.__add__, _SUFFIXES)
 
     def __call__(self, ms: int | None = None) -> str:
         """Returns one new id, greater than every id this generator returned before.
@@ -85,9 +84,13 @@ class IdGenerator:
         """
         if ms is None:
             ms = self._time_ns() // 1_000_000
-        if not self._pending or ms > self._last_ms:
+        if ms > self._last_ms:
             self._refill(ms)
-        return self._pending.pop()
+        new = next(self._ids, None)
+        if new is None:
+            self._refill(ms)
+            new = next(self._ids)
+        return new
 
     def next(self, wall: float) -> str:
         """Returns one new id from the current block (the engine's hot path).
@@ -95,9 +98,10 @@ class IdGenerator:
         Args:
             wall: the current Unix time in seconds, already read by the caller.
         """
-        pending = self._pending
-        if not pending or wall >= self._expires:
-            self._refill(int(wall * 1000))
-            self._expires = wall + self._max_age
-            pending = self._pending
-        return pending.pop()
+        if wall < self._expires:
+            new = next(self._ids, None)
+            if new is not None:
+                return new
+        self._refill(int(wall * 1000))
+        self._expires = wall + self._max_age
+        return next(self._ids)

@@ -44,7 +44,7 @@ def test_counter_overflow_borrows_the_next_millisecond() -> None:
     gen = IdGenerator(seed=3)
     first = gen(5_000)
     gen._counter = (1 << 48) - 1
-    gen._pending = []
+    gen._ids = iter(())
     second = gen(5_000)
     assert second > first
     assert uuid.UUID(second).int >> 80 == 5_001
