@@ -67,7 +67,7 @@ class Hulk:
         events: event sink for every transition (default: none).
         ids: id generator (default: UUIDv7 seeded from `config.seed`).
         builtins: register the `echo`, `sleep`, `fail` and `cpu` handlers.
-        modules: handler modules to load by import path (see `Registry.load`).
+        modules: handler modules to load by import path, after `config.handlers` (see `Registry.load`).
     """
 
     def __init__(
@@ -86,7 +86,7 @@ class Hulk:
         self.registry = registry if registry is not None else Registry()
         if builtins:
             register_builtins(self.registry)
-        for path in modules:
+        for path in (*config.handlers, *modules):
             self.registry.load(path)
         self.clock = clock if clock is not None else SystemClock()
         self.store: StatusStore = (

@@ -133,7 +133,7 @@ class EngineConfig:
         queue_size: capacity of the native queue; a full queue makes `submit` raise QueueFull.
         max_scheduled: most delayed (not yet due) tasks held at once; more raise QueueFull.
         timeout: default seconds one attempt may run.
-        retries: default attempts after the first one.
+        max_retries: default attempts after the first one.
         backoff: default backoff between attempts.
         sync_threads: threads running sync handlers: an integer or "auto" (CPU count + 4, at most 32).
         process_workers: processes running handlers declared `executor="process"` ("auto": CPU count).
@@ -151,6 +151,7 @@ class EngineConfig:
             messaging layer's KV.
         store_ttl: seconds it keeps a finished task.
         drain_timeout: default seconds a drain lets running tasks finish.
+        handlers: handler modules to load by import path ("pkg.tasks" or "pkg.tasks:app").
         seed: seed of backoff jitter and breaker jitter (None: random); fix it for reproducible tests.
     """
 
@@ -160,7 +161,7 @@ class EngineConfig:
     queue_size: int = 2000
     max_scheduled: int = 100_000
     timeout: float = 20.0
-    retries: int = 3
+    max_retries: int = 3
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     sync_threads: int | Literal["auto"] = "auto"
     process_workers: int | Literal["auto"] = "auto"
@@ -174,6 +175,7 @@ class EngineConfig:
     store_capacity: int = 10_000
     store_ttl: float = 3600.0
     drain_timeout: float = 30.0
+    handlers: tuple[str, ...] = ()
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -190,7 +192,9 @@ class EngineConfig:
         resolve_count("EngineConfig.process_workers", self.process_workers, 1)
         for name in ("queue_size", "max_scheduled", "batch_size", "max_payload_bytes", "store_capacity"):
             _check_int(f"EngineConfig.{name}", getattr(self, name), 1)
-        _check_int("EngineConfig.retries", self.retries, 0)
+        _check_int("EngineConfig.max_retries", self.max_retries, 0)
+        if isinstance(self.handlers, str) or not all(isinstance(path, str) and path for path in self.handlers):
+            raise ValueError(f"EngineConfig.handlers must be a sequence of import paths, got {self.handlers!r}")
         _check_seconds("EngineConfig.timeout", self.timeout, positive=True)
         if self.tick_interval is not None:
             _check_seconds("EngineConfig.tick_interval", self.tick_interval, positive=True)

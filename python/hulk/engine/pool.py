@@ -163,7 +163,7 @@ class _TypeRuntime:
         self.kind = {"loop": _LOOP, "thread": _THREAD, "process": _PROCESS}[spec.executor]
         self.pass_task = spec.pass_task
         self.timeout = config.timeout if spec.timeout is None else spec.timeout
-        self.retries = config.retries if spec.retries is None else spec.retries
+        self.retries = config.max_retries if spec.retries is None else spec.retries
         self.scheduler = scheduler
         self.breaker = breaker
         self.fail_fast = fail_fast

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from hulk.engine import BackoffPolicy, BreakerPolicy, Hulk, Registry, Task, UnknownTaskType
+from hulk.engine import BackoffPolicy, BreakerPolicy, EngineConfig, Hulk, Registry, Task, UnknownTaskType
 from hulk.engine import registry as registry_module
 
 
@@ -163,7 +163,7 @@ def test_load_module_attr_and_shared_decorator(module_dir: Path, monkeypatch: py
         nothing = 3
         """,
     )
-    app = Hulk(builtins=False, modules=["hulk_test_mod_shared"])
+    app = Hulk(EngineConfig(handlers=("hulk_test_mod_shared",)), builtins=False)
     assert "mod.shared" in app.registry
     app.load("hulk_test_mod_attr:mine")
     assert "mod.attr" in app.registry
