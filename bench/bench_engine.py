@@ -27,9 +27,10 @@ import pytest
 import uvloop
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from hulk.engine import BreakerPolicy, EngineConfig, Hulk, TaskEvent
+from hulk.engine import BreakerPolicy, EngineConfig, Hulk, TaskEvent, TaskStatus
 from hulk.errors import QueueFull
 
+QUEUED = TaskStatus.QUEUED
 TASKS = 20_000
 QUEUE = 2_000
 WORKERS = (os.cpu_count() or 1) * 2  # what workers="auto" gives
@@ -45,13 +46,23 @@ async def noop(payload: Any) -> Any:
 
 
 class CountingSink:
-    """An event sink doing the least a real one would: it looks at every batch."""
+    """An event sink doing the least a real one would: it looks at every batch.
+
+    With `waits` set, it also records each start's submit-to-start seconds (plain floats, which
+    the garbage collector ignores, so the measurement keeps no task alive).
+    """
 
     def __init__(self) -> None:
         self.events = 0
+        self.waits: list[float] | None = None
 
     def publish(self, events: Sequence[TaskEvent]) -> None:
         self.events += len(events)
+        waits = self.waits
+        if waits is not None:
+            for task, previous, _status, at in events:
+                if previous is QUEUED:
+                    waits.append(at - task.queued_at)  # type: ignore[operator]
 
 
 class Record:
@@ -173,14 +184,15 @@ def test_throughput_hulk_all_features(benchmark: BenchmarkFixture, loop: asyncio
     print(f"\nhulk (timeout, breaker, events, metrics, store): {rate(benchmark):,.0f} tasks/s")
 
 
-async def paced_run(app: Hulk, per_second: float, seconds: float) -> tuple[list[float], int]:
+async def paced_run(app: Hulk, sink: CountingSink, per_second: float, seconds: float) -> tuple[list[float], int]:
     """Submits at `per_second` for `seconds`, in the bursts a 1 ms intake tick would bring.
 
     Returns:
         Each task's submit-to-start seconds (sorted), and how many submits met a full queue.
     """
     loop = asyncio.get_running_loop()
-    tasks = []
+    waits: list[float] = []
+    sink.waits = waits
     full = 0
     start = loop.time()
     sent = 0
@@ -191,7 +203,7 @@ async def paced_run(app: Hulk, per_second: float, seconds: float) -> tuple[list[
         due = int(elapsed * per_second)
         while sent < due:
             try:
-                tasks.append(app.submit("noop", None))
+                app.submit("noop", None)
                 sent += 1
             except QueueFull:
                 full += 1
@@ -200,22 +212,26 @@ async def paced_run(app: Hulk, per_second: float, seconds: float) -> tuple[list[
     pool = app.pool
     while pool.depth or pool.busy:  # noqa: ASYNC110 - polling on purpose, as in hulk_run
         await asyncio.sleep(0)
-    waits = sorted(t.started_at - t.queued_at for t in tasks if t.started_at is not None and t.queued_at is not None)
-    return waits, full
+    pool.flush()
+    sink.waits = None
+    return sorted(waits), full
 
 
 @pytest.mark.benchmark(group=LATENCY)
 def test_latency_hulk_half_load(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop) -> None:
-    app, _sink = make_app()
+    app, sink = make_app()
     loop.run_until_complete(app.start())
     try:
-        began = time.perf_counter()
-        loop.run_until_complete(hulk_run(app))
-        peak = TASKS / (time.perf_counter() - began)
+        rounds = []
+        for _ in range(5):
+            began = time.perf_counter()
+            loop.run_until_complete(hulk_run(app))
+            rounds.append(TASKS / (time.perf_counter() - began))
+        peak = sorted(rounds)[len(rounds) // 2]
         result: dict[str, tuple[list[float], int]] = {}
 
         def run() -> None:
-            result["lat"] = loop.run_until_complete(paced_run(app, peak / 2, 2.0))
+            result["lat"] = loop.run_until_complete(paced_run(app, sink, peak / 2, 2.0))
 
         benchmark.pedantic(  # type: ignore[no-untyped-call]
             run, rounds=1, iterations=1
@@ -229,8 +245,8 @@ def test_latency_hulk_half_load(benchmark: BenchmarkFixture, loop: asyncio.Abstr
         peak_per_s=round(peak), rate_per_s=round(peak / 2), tasks=len(lat), p50_ms=p50, p99_ms=p99, queue_full=full
     )
     print(
-        f"\nhalf load ({peak / 2:,.0f}/s of {peak:,.0f}/s, {len(lat)} tasks, {full} full-queue waits): "
-        f"p50 {p50:.3f} ms, p99 {p99:.3f} ms"
+        f"\nhalf load ({peak / 2:,.0f}/s of a median peak of {peak:,.0f}/s, {len(lat)} tasks, "
+        f"{full} full-queue waits): p50 {p50:.3f} ms, p99 {p99:.3f} ms"
     )
 
 
