@@ -81,3 +81,22 @@ def test_engine_names_from_the_package() -> None:
     assert hulk.EngineConfig is EngineConfig
     with pytest.raises(AttributeError, match="nope"):
         hulk.nope  # noqa: B018
+
+
+async def test_tasks_submitted_before_start_run_after_it() -> None:
+    app = Hulk(EngineConfig(workers=1, tick_interval=None))
+    task = app.submit("echo", 5)
+    assert task.status is TaskStatus.QUEUED
+    async with app:
+        assert (await app.wait(task.id, timeout=10)).result == 5
+
+
+def test_run_uses_uvloop() -> None:
+    from hulk.engine import run
+
+    async def main() -> str:
+        import asyncio
+
+        return type(asyncio.get_running_loop()).__module__
+
+    assert run(main()).startswith("uvloop")
