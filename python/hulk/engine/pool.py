@@ -29,6 +29,7 @@ import asyncio
 import contextvars
 import functools
 import multiprocessing
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor as _Executor
@@ -239,8 +240,6 @@ class WorkerPool:
         self.clock = clock = clock if clock is not None else SystemClock()
         self._now: Callable[[], float] = clock.monotonic
         if type(clock) is SystemClock:
-            import time
-
             self._now = time.monotonic
         self._wall = clock.wall_offset()
         self.store = store
@@ -258,6 +257,7 @@ class WorkerPool:
         self._local: deque[Task] = deque()
         self._live: dict[str, Task] = {}
         self._pending: list[TaskEvent] = []
+        self._pend = self._pending.append  # the list is never replaced: flush copies and clears it
         self._flush_armed = False
         self._wake_armed = False
         self._sleepers: list[_Worker] = []
@@ -517,7 +517,7 @@ class WorkerPool:
             if not self._q.try_push(task):
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
-            self._pending.append((task, None, QUEUED, wall))
+            self._pend((task, None, QUEUED, wall))
             if not self._flush_armed:
                 self._arm_flush()
             if self._sleepers and not self._wake_armed:
@@ -665,6 +665,7 @@ class WorkerPool:
         popleft = local.popleft
         live = self._live
         pending = self._pending
+        emit = pending.append
         now_fn = self._now
         batch = self._batch
         latency_observe = self.metrics.latency.observe
@@ -729,7 +730,7 @@ class WorkerPool:
             task.status = running_status
             task.attempt += 1
             task.started_at = started
-            pending.append((task, queued_status, running_status, started))
+            emit((task, queued_status, running_status, started))
             rt.started_inc()
             latency_observe(started - task.queued_at)  # type: ignore[operator]
             worker.task = task
@@ -775,7 +776,7 @@ class WorkerPool:
                 task.result = result
                 task.finished_at = finished
                 task.status = succeeded_status
-                pending.append((task, running_status, succeeded_status, finished))
+                emit((task, running_status, succeeded_status, finished))
                 duration = finished - started
                 if breaker is not None:
                     breaker.record_success(duration, now)
