@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 from hulk.engine.builtins import register_builtins
@@ -246,6 +246,30 @@ class Hulk:
             timeout=timeout,
             priority=priority,
             trace=trace,
+        )
+
+    def submit_many(
+        self,
+        type: str,
+        payloads: Sequence[Any],
+        *,
+        tenant: str = "default",
+        retries: int | None = None,
+        timeout: float | None = None,
+        priority: int = 0,
+        trace: dict[str, str] | None = None,
+    ) -> list[Task]:
+        """Submits one task of `type` per payload in one call (see `WorkerPool.submit_many`).
+
+        Returns:
+            The accepted tasks, a prefix of `payloads` (shorter when the queue filled up).
+
+        Raises:
+            QueueFull: the queue is full before the first task.
+            PayloadError, UnknownTaskType, EngineStopped: as `submit`; nothing is accepted.
+        """
+        return self.pool.submit_many(
+            type, payloads, tenant=tenant, retries=retries, timeout=timeout, priority=priority, trace=trace
         )
 
     def submit_task(self, task: Task, delivery: Delivery | None = None, *, delay: float | None = None) -> Task:

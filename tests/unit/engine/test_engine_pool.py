@@ -650,3 +650,35 @@ async def test_execution_order_and_retry_times_are_reproducible() -> None:
     second = await scenario()
     assert first == second
     assert sum(1 for _, status, _ in first if status == "retrying") == 0 + 1 + 2 + 3 + 0 + 1
+
+
+async def test_submit_many_accepts_a_prefix_when_the_queue_fills(h: Handlers) -> None:
+    async with runtime(h, workers=1, queue_size=3) as rt:
+        rt.submit("block")
+        await rt.settle()
+        tasks = rt.app.submit_many("ok", [1, 2, 3, 4, 5])
+        assert [t.payload for t in tasks] == [1, 2, 3]
+        assert len({t.id for t in tasks}) == 3
+        assert all(t.status is TaskStatus.QUEUED and t.created_at == tasks[0].created_at for t in tasks)
+        with pytest.raises(QueueFull):
+            rt.app.submit_many("ok", [6])
+        h.gate.set()
+        await rt.settle()
+        assert [t.result for t in tasks] == [{"ok": 1}, {"ok": 2}, {"ok": 3}]
+        assert rt.app.metrics_snapshot()["types"]["ok"]["submitted"] == 3
+        assert rt.history(tasks[0].id) == ["queued", "running", "succeeded"]
+
+
+async def test_submit_many_checks_everything_first(h: Handlers) -> None:
+    async with runtime(h, max_payload_bytes=16) as rt:
+        with pytest.raises(PayloadError):
+            rt.app.submit_many("ok", [1, {"x": object()}])
+        with pytest.raises(PayloadError, match="bytes"):
+            rt.app.submit_many("ok", ["y" * 40])
+        with pytest.raises(UnknownTaskType):
+            rt.app.submit_many("nope", [1])
+        assert rt.app.submit_many("ok", []) == []
+        assert rt.pool.depth == 0
+        await rt.app.stop(0.0)
+        with pytest.raises(EngineStopped):
+            rt.app.submit_many("ok", [1])
