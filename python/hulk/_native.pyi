@@ -222,7 +222,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> _BreakerState:
-        """"closed", "open" or "half_open" (reading it applies a due OPEN -> HALF_OPEN move)."""
+        """The state: "closed", "open" or "half_open" (reading it applies a due OPEN -> HALF_OPEN move)."""
 
     def allow(self, now: float | None = None) -> bool:
         """Asks permission for one call (counting half-open probes); False counts as rejected."""
