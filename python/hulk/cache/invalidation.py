@@ -137,7 +137,7 @@ class Subscriber:
             finally:
                 self.subscribed = False
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     async def _listen(self, pubsub: Any) -> None:
         while True:

@@ -29,7 +29,7 @@ from hulk.cache.metrics import CacheMetrics
 log = structlog.get_logger("hulk.cache.l2")
 
 
-class _Unavailable:
+class Unavailable:
     """The result of an L2 call that did not reach Redis (breaker open, timeout, connection error)."""
 
     __slots__ = ()
@@ -41,7 +41,7 @@ class _Unavailable:
         return False
 
 
-UNAVAILABLE: Final = _Unavailable()
+UNAVAILABLE: Final = Unavailable()
 
 # A failure that makes Redis unavailable for the cache: redis-py's errors and socket errors.
 _FAILURES = (RedisError, OSError)
@@ -209,14 +209,14 @@ class RedisLevel:
         self.metrics.latency["l2"].observe(elapsed)
         return result
 
-    async def get(self, key: str) -> bytes | None | _Unavailable:
+    async def get(self, key: str) -> bytes | Unavailable | None:
         """The stored record of `key`, None when absent, or UNAVAILABLE."""
-        result: bytes | None | _Unavailable = await self._call(lambda: self.client.get(key))
+        result: bytes | Unavailable | None = await self._call(lambda: self.client.get(key))
         return result
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | _Unavailable:
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | Unavailable:
         """The records of `keys` in order (None for absent ones), or UNAVAILABLE."""
-        result: list[bytes | None] | _Unavailable = await self._call(lambda: self.client.mget(keys))
+        result: list[bytes | None] | Unavailable = await self._call(lambda: self.client.mget(keys))
         return result
 
     async def write(

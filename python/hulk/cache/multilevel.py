@@ -22,7 +22,7 @@ import structlog
 from hulk._native import CircuitBreaker, L1Cache
 from hulk.cache.codec import CorruptRecord, Record, check_namespace, decode, encode, tombstone
 from hulk.cache.invalidation import Subscriber, encode_message
-from hulk.cache.l2_redis import UNAVAILABLE, RedisLevel, redact_url
+from hulk.cache.l2_redis import RedisLevel, Unavailable, redact_url
 from hulk.cache.l3_rocks import RocksLevel
 from hulk.cache.metrics import L1_LATENCY_SAMPLE, CacheMetrics
 from hulk.cache.singleflight import SingleFlight
@@ -401,7 +401,7 @@ class Cache(CacheNamespace):
                 await asyncio.wait_for(self._l3.flush_wanted.wait(), self.snapshot_interval)
             try:
                 await self.snapshot()
-            except Exception:  # noqa: BLE001 - logged by RocksLevel; the next snapshot retries
+            except Exception:
                 self.metrics.l3_error.inc()
 
     async def _warm_up(self) -> None:
@@ -420,7 +420,7 @@ class Cache(CacheNamespace):
             fresher: list[bytes | None] | None = None
             if l2 is not None and l2.up:
                 answer = await l2.get_many([self.key_prefix + key.decode() for key, _ in chunk])
-                fresher = None if answer is UNAVAILABLE else answer  # type: ignore[assignment]
+                fresher = None if isinstance(answer, Unavailable) else answer
             for i, (key, record) in enumerate(chunk):
                 newer = fresher[i] if fresher is not None else None
                 chosen[key.decode()] = newer if newer is not None else record
@@ -492,8 +492,12 @@ class Cache(CacheNamespace):
         }
 
     def metrics_snapshot(self) -> dict[str, Any]:
-        """Every figure, read now: requests by level and result, hit ratios, latencies, evictions,
-        L2 breaker state, single-flight joins and the current mode."""
+        """Every figure, read now (for the metrics reader, at scrape time).
+
+        Returns:
+            Requests by level and result, hit ratios, latencies, evictions, the L2 breaker's state,
+            single-flight joins and the current mode.
+        """
         snap = self.metrics.snapshot()
         l1_stats = self._l1.stats()
         snap["evictions"] = {"l1": l1_stats["evictions"]}
@@ -542,11 +546,11 @@ class Cache(CacheNamespace):
         l2 = self._l2
         if l2 is not None:
             answer = await l2.get_many([self.key_prefix + full for full in fulls])
-            if answer is not UNAVAILABLE:
+            if not isinstance(answer, Unavailable):
                 rest = []
-                for i, record in enumerate(answer):  # type: ignore[arg-type]
+                for i, record in enumerate(answer):
                     decoded = None if record is None else self._decode(record, fulls[i])
-                    if decoded is None or (decoded.expires_at and decoded.expires_at <= now):
+                    if record is None or decoded is None or (decoded.expires_at and decoded.expires_at <= now):
                         metrics.l2_miss.inc()
                         l2_missed.add(fulls[i])
                         rest.append(i)
@@ -562,17 +566,19 @@ class Cache(CacheNamespace):
             keys = [fulls[i].encode() for i in rest]
             try:
                 records = await l3.get_many(keys)
-            except Exception:  # noqa: BLE001 - a failing disk is a miss, never an error to callers
+            except Exception:
                 metrics.l3_error.inc()
                 records = {}
             metrics.latency["l3"].observe(time.perf_counter() - started)
             for i, key in zip(rest, keys, strict=True):
                 record = records.get(key)
-                decoded = None if record is None else self._decode(record, fulls[i])
-                if record is None or decoded is None or decoded.tombstone:
+                if record is None:
                     metrics.l3_miss.inc()
-                    if record is not None:
-                        l3.delete(key)
+                    continue
+                decoded = self._decode(record, fulls[i])
+                if decoded is None or decoded.tombstone:
+                    metrics.l3_miss.inc()
+                    l3.delete(key)
                     continue
                 if decoded.expires_at and decoded.expires_at <= now:
                     metrics.l3_miss.inc()
