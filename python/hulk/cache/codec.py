@@ -107,7 +107,7 @@ def check_namespace(namespace: str) -> str:
     return namespace
 
 
-def result_key(task_type: str, payload: bytes) -> str:
+def result_key(task_type: str, payload: bytes | bytearray | memoryview) -> str:
     """The cache key of a task's result: the same (type, payload) always gives the same key.
 
     A cacheable task type stores its result under this key in the tenant's namespace; an identical

@@ -1,4 +1,5 @@
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -34,7 +35,10 @@ async def test_different_keys_run_separately() -> None:
         await asyncio.sleep(0)
         return key
 
-    results = await asyncio.gather(*(flight.do(k, lambda k=k: work(k)) for k in ("a", "b", "a")))
+    def job(key: str) -> Callable[[], Awaitable[str]]:
+        return lambda: work(key)
+
+    results = await asyncio.gather(*(flight.do(k, job(k)) for k in ("a", "b", "a")))
     assert results == ["a", "b", "a"]
 
 
