@@ -70,7 +70,7 @@ class RedisServer:
         self.extra_args = list(extra_args or [])
         self.port = 0
         self._dir = tempfile.TemporaryDirectory(prefix="hulk-redis-")
-        self._proc: subprocess.Popen[str] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._log: list[str] = []
         self._drain: threading.Thread | None = None
 
@@ -127,7 +127,7 @@ class RedisServer:
             *self.extra_args,
         ]
         self._log = []
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._proc = proc
         assert proc.stdout is not None
         if self._wait_ready(proc.stdout):
@@ -137,25 +137,34 @@ class RedisServer:
         self._kill()
         return False
 
-    def _wait_ready(self, stream: IO[str]) -> bool:
+    def _wait_ready(self, stream: IO[bytes]) -> bool:
+        # Raw reads on the descriptor: a buffered readline() would hide lines from select().
+        fd = stream.fileno()
         deadline = time.monotonic() + self.startup_timeout
+        pending = b""
         with selectors.DefaultSelector() as sel:
-            sel.register(stream, selectors.EVENT_READ)
+            sel.register(fd, selectors.EVENT_READ)
             while (remaining := deadline - time.monotonic()) > 0:
                 if not sel.select(remaining):
                     break
-                line = stream.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     return False
-                self._log.append(line)
-                if _READY_LINE in line:
-                    return True
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self._log.append(line.decode(errors="replace") + "\n")
+                    if _READY_LINE in self._log[-1]:
+                        if pending:
+                            self._log.append(pending.decode(errors="replace"))
+                        return True
         return False
 
-    def _drain_output(self, stream: IO[str]) -> None:
-        with contextlib.suppress(ValueError, OSError):
-            for line in stream:
-                self._log.append(line)
+    def _drain_output(self, stream: IO[bytes]) -> None:
+        fd = stream.fileno()
+        with contextlib.suppress(OSError):
+            while chunk := os.read(fd, 65536):
+                self._log.append(chunk.decode(errors="replace"))
 
     def stop(self) -> None:
         """Stops the server (SIGTERM, then SIGKILL) and waits for the process to end."""
@@ -181,11 +190,11 @@ class RedisServer:
                     proc.kill()
                 proc.wait(timeout=10)
         finally:
+            if self._drain is not None:
+                self._drain.join(timeout=5)  # the pipe reaches EOF once the server is gone
+                self._drain = None
             if proc.stdout is not None:
                 proc.stdout.close()
-            if self._drain is not None:
-                self._drain.join(timeout=5)
-                self._drain = None
 
     def restart(self) -> None:
         """Stops and starts again on the same port (the data is gone: persistence is off)."""
