@@ -43,6 +43,15 @@ class Unavailable:
 
 UNAVAILABLE: Final = Unavailable()
 
+# SET unless the key holds a live value: absent keys and tombstones (records starting with "t") are
+# replaced. Sent with EVAL, which Redis caches by digest: no SCRIPT LOAD round trip per pipeline.
+_FILL_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if current and string.byte(current, 1) ~= 116 then return 0 end
+if ARGV[2] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return 1
+"""
+
 # A failure that makes Redis unavailable for the cache: redis-py's errors and socket errors.
 _FAILURES = (RedisError, OSError)
 
@@ -223,7 +232,7 @@ class RedisLevel:
         self,
         entries: Sequence[tuple[str, bytes, int | None]],
         *,
-        only_new: bool = False,
+        fill: bool = False,
         channel: str | None = None,
         message: bytes | None = None,
     ) -> bool:
@@ -231,7 +240,8 @@ class RedisLevel:
 
         Args:
             entries: (key, record, ttl in milliseconds or None for no expiry).
-            only_new: store only keys that do not exist (SET NX), for back-fills.
+            fill: store a record only where the key is absent or holds a tombstone (computed values
+                and back-fills, which must never replace a value another caller set meanwhile).
             channel: the invalidation channel to publish on, if any.
             message: what to publish.
 
@@ -242,7 +252,10 @@ class RedisLevel:
         async def run() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key, record, ttl_ms in entries:
-                    pipe.set(key, record, px=ttl_ms, nx=only_new)
+                    if fill:
+                        pipe.eval(_FILL_SCRIPT, 1, key, record, "" if ttl_ms is None else ttl_ms)
+                    else:
+                        pipe.set(key, record, px=ttl_ms)
                 if channel is not None and message is not None:
                     pipe.publish(channel, message)
                 replies: list[Any] = await pipe.execute()

@@ -37,6 +37,10 @@ _RESYNC_CHUNK = 1000
 _L2_SCHEMES = ("redis", "rediss", "unix")
 
 
+def _ttl_ms(expires_at: float, now: float) -> int | None:
+    return max(1, int((expires_at - now) * 1000)) if expires_at else None
+
+
 def _check_ttl(name: str, value: float | None, *, allow_none: bool = True) -> float | None:
     if value is None:
         if allow_none:
@@ -267,7 +271,12 @@ class Cache(CacheNamespace):
         self._breaker: CircuitBreaker | None = None
         self._l3: RocksLevel | None = None
         self._subscriber: Subscriber | None = None
-        self._dirty: dict[str, tuple[bytes, float]] = {}
+        self._dirty: dict[str, tuple[bytes, float, bool]] = {}
+        self._fills: dict[str, tuple[bytes, float]] = {}
+        self._fills_inflight: dict[str, tuple[bytes, float]] = {}
+        self._fills_done: asyncio.Event | None = None
+        self._fill_wake: asyncio.Event | None = None
+        self._fill_task: asyncio.Task[None] | None = None
         self._dirty_overflow = False
         self._snapshot_task: asyncio.Task[None] | None = None
         self._state = "new"
@@ -343,6 +352,8 @@ class Cache(CacheNamespace):
             retry_interval=self.l2_retry_interval,
         )
         self._subscriber.start()
+        self._fill_wake = asyncio.Event()
+        self._fill_task = asyncio.create_task(self._fill_loop(), name="hulk-cache-l2-fills")
         if up:
             await self._subscriber.wait_subscribed(self.l2_connect_timeout + 2 * self.l2_socket_timeout)
 
@@ -351,7 +362,8 @@ class Cache(CacheNamespace):
         return self._state == "running"
 
     async def drain(self) -> None:
-        """Writes the L3 snapshot now; the cache keeps serving until `stop()`."""
+        """Writes the queued L2 fills and the L3 snapshot now; the cache keeps serving until `stop()`."""
+        await self._flush_fills()
         await self.snapshot()
 
     async def stop(self) -> None:
@@ -360,11 +372,13 @@ class Cache(CacheNamespace):
             self._state = "stopped"
             return
         self._state = "stopping"
-        task, self._snapshot_task = self._snapshot_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._snapshot_task, self._fill_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._snapshot_task = self._fill_task = None
+        await self._flush_fills()
         if self._subscriber is not None:
             await self._subscriber.close()
         if self._l3 is not None:
@@ -596,7 +610,7 @@ class Cache(CacheNamespace):
                 if from_l2 and l3 is not None:
                     l3.put(full.encode(), record)
         if backfill and l2 is not None:
-            await l2.write(backfill, only_new=True)
+            await l2.write(backfill, fill=True)
         return found
 
     async def _load_or_compute(self, full: str, fn: Callable[[], Any], ttl: float | None) -> Any:
@@ -615,6 +629,58 @@ class Cache(CacheNamespace):
         self.metrics.latency["compute"].observe(time.perf_counter() - started)
         stored = await self._store([(full, value)], ttl, publish=False)
         return stored[0]
+
+    async def _fill_loop(self) -> None:
+        assert self._fill_wake is not None
+        while True:
+            await self._fill_wake.wait()
+            self._fill_wake.clear()
+            await self._flush_fills()
+
+    def _queue_fills(self, fulls: list[str], records: list[bytes], expires_at: float) -> None:
+        l2 = self._l2
+        if l2 is None:
+            return
+        if not l2.up or self._fill_wake is None:
+            self._mark_dirty(fulls, records, expires_at, fill=True)
+            return
+        for full, record in zip(fulls, records, strict=True):
+            self._fills[full] = (record, expires_at)
+        self._fill_wake.set()
+
+    async def _flush_fills(self) -> None:
+        """Writes the queued computed values to L2 (only where no live value is there), in batches."""
+        l2 = self._l2
+        while self._fills and l2 is not None:
+            batch, self._fills = self._fills, {}
+            self._fills_inflight = batch
+            done = self._fills_done = asyncio.Event()
+            try:
+                items = list(batch.items())
+                for start in range(0, len(items), _RESYNC_CHUNK):
+                    now = time.time()
+                    chunk = items[start : start + _RESYNC_CHUNK]
+                    entries = [
+                        (self.key_prefix + full, record, _ttl_ms(expires_at, now))
+                        for full, (record, expires_at) in chunk
+                        if not expires_at or expires_at > now
+                    ]
+                    if not await l2.write(entries, fill=True):
+                        for full, (record, expires_at) in items[start:]:
+                            self._mark_dirty([full], [record], expires_at, fill=True)
+                        break
+            finally:
+                self._fills_inflight = {}
+                done.set()
+
+    async def _before_write(self, fulls: list[str]) -> None:
+        """Keeps a queued computed value from landing in L2 after a set or delete of the same key."""
+        if self._fills:
+            for full in fulls:
+                self._fills.pop(full, None)
+        inflight = self._fills_inflight
+        if inflight and self._fills_done is not None and any(full in inflight for full in fulls):
+            await self._fills_done.wait()
 
     async def _store(self, items: list[tuple[str, object]], ttl: float | None, *, publish: bool) -> list[Any]:
         entry_ttl = self._entry_ttl(ttl)
@@ -635,11 +701,14 @@ class Cache(CacheNamespace):
         self.metrics.sets.inc(len(items))
         if self._l2 is not None:
             keys = [full for full, _ in items]
+            if not publish:
+                self._queue_fills(keys, records, expires_at)
+                return values
+            await self._before_write(keys)
             entries = [(self.key_prefix + full, record, ttl_ms) for full, record in zip(keys, records, strict=True)]
-            message = encode_message(self.instance_id, keys) if publish else None
-            if await self._l2.write(entries, channel=self.channel if publish else None, message=message):
-                if publish:
-                    self.metrics.invalidations_sent.inc()
+            message = encode_message(self.instance_id, keys)
+            if await self._l2.write(entries, channel=self.channel, message=message):
+                self.metrics.invalidations_sent.inc()
             else:
                 self._mark_dirty(keys, records, expires_at)
         return values
@@ -653,6 +722,7 @@ class Cache(CacheNamespace):
                 l3.delete(full.encode())
         self.metrics.deletes.inc(len(fulls))
         if self._l2 is not None and fulls:
+            await self._before_write(fulls)
             expires_at = time.time() + self.tombstone_ttl
             mark = tombstone(expires_at)
             ttl_ms = max(1, int(self.tombstone_ttl * 1000))
@@ -663,10 +733,10 @@ class Cache(CacheNamespace):
             else:
                 self._mark_dirty(fulls, [mark] * len(fulls), expires_at)
 
-    def _mark_dirty(self, fulls: list[str], records: list[bytes], expires_at: float) -> None:
+    def _mark_dirty(self, fulls: list[str], records: list[bytes], expires_at: float, *, fill: bool = False) -> None:
         for full, record in zip(fulls, records, strict=True):
             if full in self._dirty or len(self._dirty) < self.max_dirty:
-                self._dirty[full] = (record, expires_at)
+                self._dirty[full] = (record, expires_at, fill)
             elif not self._dirty_overflow:
                 self._dirty_overflow = True
                 log.warning("cache.l2.resync_overflow", max_dirty=self.max_dirty)
@@ -678,22 +748,30 @@ class Cache(CacheNamespace):
             self._dirty_overflow = False
             return
         dirty, self._dirty = self._dirty, {}
-        now = time.time()
-        items = [(full, record, expires_at) for full, (record, expires_at) in dirty.items()]
+        items = list(dirty.items())
         for start in range(0, len(items), _RESYNC_CHUNK):
-            chunk = items[start : start + _RESYNC_CHUNK]
-            entries = [
-                (self.key_prefix + full, record, max(1, int((expires_at - now) * 1000)) if expires_at else None)
-                for full, record, expires_at in chunk
-                if not expires_at or expires_at > now
+            now = time.time()
+            chunk = [
+                (full, entry) for full, entry in items[start : start + _RESYNC_CHUNK] if not entry[1] or entry[1] > now
             ]
-            keys = [full for full, _, _ in chunk]
-            message = encode_message(self.instance_id, keys)
-            if not await self._l2.write(entries, channel=self.channel, message=message):
-                for full, record, expires_at in items[start:]:
-                    self._dirty.setdefault(full, (record, expires_at))
-                return
-            self.metrics.l2_resynced.inc(len(entries))
+            written = 0
+            for fill in (False, True):
+                entries = [
+                    (self.key_prefix + full, record, _ttl_ms(expires_at, now))
+                    for full, (record, expires_at, is_fill) in chunk
+                    if is_fill is fill
+                ]
+                message = (
+                    None if fill else encode_message(self.instance_id, [e[0][len(self.key_prefix) :] for e in entries])
+                )
+                if entries and not await self._l2.write(
+                    entries, fill=fill, channel=None if fill else self.channel, message=message
+                ):
+                    for full, entry in items[start:]:
+                        self._dirty.setdefault(full, entry)
+                    return
+                written += len(entries)
+            self.metrics.l2_resynced.inc(written)
         self._dirty_overflow = False
         log.info("cache.l2.resynced", entries=len(items))
 
