@@ -6,7 +6,7 @@ Every time-dependent method takes an optional `now` (monotonic seconds, see `mon
 """
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, Self, TypedDict, final
 
 __version__: Final[str]
 build_profile: Final[Literal["debug", "release"]]
@@ -44,10 +44,11 @@ class _HistogramSnapshot(TypedDict):
     sum: float
     count: int
 
+@final
 class Counter:
     """An atomic counter bumped on the hot path and read at scrape time."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Self: ...
     def inc(self, amount: int = 1) -> None:
         """Adds `amount` (default 1)."""
 
@@ -55,10 +56,11 @@ class Counter:
     def value(self) -> int:
         """The current value."""
 
+@final
 class Histogram:
     """A fixed-bucket histogram filled on the hot path and read at scrape time."""
 
-    def __init__(self, *, buckets: list[float]) -> None: ...
+    def __new__(cls, *, buckets: list[float]) -> Self: ...
     def observe(self, value: float) -> None:
         """Records one observation; raises ValueError for NaN."""
 
@@ -72,14 +74,18 @@ class _QueueStats(TypedDict):
     popped: int
     rejected: int
 
+@final
 class BoundedQueue:
     """Lock-free bounded MPMC FIFO of Python objects (crossbeam ArrayQueue).
 
+    `try_push`, `try_pop`, `push_many` and `pop_many` never block and stay attached to the GIL;
+    `push` and `pop` release the GIL while they wait.
+
     Args:
-        capacity: maximum number of items, >= 1 (ValueError otherwise).
+        capacity: maximum number of items, 1 to 2**26 (ValueError otherwise).
     """
 
-    def __init__(self, capacity: int) -> None: ...
+    def __new__(cls, capacity: int) -> Self: ...
     @property
     def capacity(self) -> int:
         """Maximum number of items."""
@@ -90,17 +96,21 @@ class BoundedQueue:
 
     def __len__(self) -> int: ...
     def try_push(self, item: object) -> bool:
-        """Appends `item`; False when full (backpressure). Raises QueueClosed when closed."""
+        """Appends `item`; False when full (backpressure, counted as rejected). Raises QueueClosed when closed."""
 
     def try_pop(self) -> Any:
-        """Removes the oldest item; raises QueueEmpty when empty (None is a valid item)."""
+        """Removes the oldest item; raises QueueEmpty when empty (None is a valid item).
+
+        Raises QueueClosed instead when the queue is closed and drained.
+        """
 
     def push(self, item: object, timeout: float | None = None) -> None:
         """Appends, waiting up to `timeout` seconds (None: forever) for room. Releases the GIL while waiting.
 
         Raises:
-            QueueFull: still full after `timeout`.
+            QueueFull: still full after `timeout` (counted as rejected).
             QueueClosed: the queue is (or gets) closed.
+            ValueError: `timeout` is negative, NaN or infinite.
         """
 
     def pop(self, timeout: float | None = None) -> Any:
@@ -109,27 +119,42 @@ class BoundedQueue:
         Raises:
             QueueEmpty: still empty after `timeout`.
             QueueClosed: the queue is closed and drained.
+            ValueError: `timeout` is negative, NaN or infinite.
         """
 
     def push_many(self, items: Iterable[object]) -> int:
-        """Appends items in order until full; returns how many were accepted. Raises QueueClosed."""
+        """Appends items in order until full; returns how many were accepted. Raises QueueClosed.
+
+        The items that did not fit are not queued and count as rejected; an iterable other than a
+        list or tuple is read to its end first.
+        """
 
     def pop_many(self, max_items: int) -> list[Any]:
-        """Removes up to `max_items` items (may return an empty list)."""
+        """Removes up to `max_items` items (may return an empty list).
+
+        Raises:
+            ValueError: `max_items` < 1.
+            QueueClosed: the queue is closed and drained.
+        """
 
     def close(self) -> None:
-        """Closes the queue: waiters wake, pushes raise QueueClosed, remaining items can be popped."""
+        """Closes the queue: waiters wake, pushes raise QueueClosed, remaining items can be popped.
+
+        A push running concurrently with `close()` may still land; its item stays poppable.
+        """
 
     def add_waiter(self, callback: Callable[[], object]) -> bool:
         """Registers a one-shot callback run after the next push or close.
 
         Returns False, registering nothing, when the queue is already non-empty or closed, so the
-        caller pops again instead of waiting. The callback runs on the pushing thread with the GIL
-        held; asyncio consumers pass `loop.call_soon_threadsafe`-based callbacks (see `pop_async`).
+        caller pops again instead of waiting. Every registered callback runs on the next push, on
+        the pushing thread with the GIL held (an exception is reported as unraisable); asyncio
+        consumers use `pop_async`, which registers one callback per event loop. Raises TypeError
+        when `callback` is not callable.
         """
 
     def stats(self) -> _QueueStats:
-        """Counters: items pushed, popped and rejected (full)."""
+        """Counters: items pushed, popped and rejected (refused because the queue was full)."""
 
 # --- BackoffScheduler ----------------------------------------------------------------------------
 
@@ -189,6 +214,7 @@ class _BreakerMetrics(TypedDict):
     slow_calls: int
     rejected: int
 
+@final
 class CircuitBreaker:
     """A circuit breaker with resilience4j's semantics (count or time sliding window).
 
@@ -197,10 +223,43 @@ class CircuitBreaker:
     `failure_count_threshold` failures are in the window); a call is slow when its duration is
     strictly greater than `slow_call_duration`. OPEN moves to HALF_OPEN by itself after
     `wait_open` plus up to `jitter * wait_open`; HALF_OPEN allows exactly `half_open_calls` probes.
+
+    Once `half_open_calls` probe outcomes are recorded, their rates decide: OPEN again (a fresh
+    jittered wait) or CLOSED with an empty window (`failure_count_threshold` applies to the CLOSED
+    window only). A breaker never stays open for good: `force_open` also half-opens after the wait.
+    A probe whose outcome is never reported holds its slot until `release` is called for it, so
+    callers must end every permitted call with `record_success`, `record_failure` or `release`.
+    Outcomes recorded while OPEN (calls permitted before it opened) are ignored, as in resilience4j.
+
+    Every method is O(1) (a time window also steps over the buckets elapsed since its last use, at
+    most one pass over them), takes one internal lock and stays attached to the GIL; the clock is
+    read at most once per call, and only when the state or window needs it. `now` must be finite.
+
+    Args:
+        name: the name carried by BreakerOpen.
+        failure_rate_threshold: failure percentage in (0, 100] that opens the breaker.
+        slow_call_rate_threshold: slow-call percentage in (0, 100] that opens the breaker.
+        slow_call_duration: seconds (finite, >= 0) above which a call is slow.
+        window_type: "count" (the last `window_size` calls) or "time" (the last `window_size`
+            seconds, in ceil(window_size / bucket_width) buckets).
+        window_size: calls (count, at most 1,000,000) or whole seconds (time), >= 1.
+        minimum_calls: calls the window must hold before rates are computed, >= 1.
+        wait_open: seconds (finite, >= 0) to stay open before half-opening.
+        jitter: extra wait as a fraction of `wait_open` in [0, 1], drawn uniformly per opening so
+            many breakers do not retry in lockstep.
+        half_open_calls: probes permitted in HALF_OPEN, >= 1.
+        bucket_width: seconds per time-window bucket, > 0 and (time windows) <= window_size, with
+            at most 1,000,000 buckets.
+        failure_count_threshold: failures in the window that open the breaker regardless of
+            `minimum_calls` (None: off), >= 1.
+        seed: seed of the jitter generator in [0, 2**64) (None: from the OS), for reproducible waits.
+
+    Raises:
+        ValueError: an argument is out of range; the message names it and its value.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         name: str = "default",
         failure_rate_threshold: float = 50.0,
@@ -215,7 +274,7 @@ class CircuitBreaker:
         bucket_width: float = 1.0,
         failure_count_threshold: int | None = None,
         seed: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def name(self) -> str:
         """The breaker's name."""
@@ -228,25 +287,34 @@ class CircuitBreaker:
         """Asks permission for one call (counting half-open probes); False counts as rejected."""
 
     def acquire(self, now: float | None = None) -> None:
-        """Like `allow`, but raises BreakerOpen (with `retry_after`) instead of returning False."""
+        """Like `allow`, but raises BreakerOpen (with `retry_after`) instead of returning False.
+
+        `retry_after` is 0.0 when the breaker is half-open with every probe slot taken.
+        """
 
     def retry_after(self, now: float | None = None) -> float:
         """Seconds until an open breaker half-opens (0.0 when not open)."""
 
     def record_success(self, duration: float, now: float | None = None) -> None:
-        """Records a permitted call that succeeded after `duration` seconds."""
+        """Records a permitted call that succeeded after `duration` seconds (finite, >= 0)."""
 
     def record_failure(self, duration: float, now: float | None = None) -> None:
-        """Records a permitted call that failed after `duration` seconds."""
+        """Records a permitted call that failed after `duration` seconds (finite, >= 0)."""
 
     def release(self, now: float | None = None) -> None:
         """Ends a permitted call with no outcome (cancelled, ignored error), freeing its probe slot."""
 
     def metrics(self, now: float | None = None) -> _BreakerMetrics:
-        """Current state, rates and counters."""
+        """Current state, rates and counters.
+
+        `calls`, `failures` and `slow_calls` describe the window (CLOSED, and OPEN as it was when
+        it tripped, still sliding for time windows) or the probes reported so far (HALF_OPEN);
+        rates are -1.0 below the minimum number of calls (`half_open_calls` in HALF_OPEN).
+        `rejected` counts refusals since creation or the last `reset`.
+        """
 
     def reset(self) -> None:
-        """Back to CLOSED with an empty window."""
+        """Back to CLOSED with an empty window and `rejected` at zero."""
 
     def force_open(self, now: float | None = None) -> None:
         """Opens now, as if tripped; it half-opens after the usual (jittered) wait."""
