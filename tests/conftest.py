@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from hulk.cache import Cache
 from tests.servers import RedisServer
 
-CacheFactory = Callable[..., Cache]
+if TYPE_CHECKING:
+    from hulk.cache import Cache
+
+CacheFactory = Callable[..., "Cache"]
 
 
 @pytest.fixture
@@ -23,6 +25,8 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture
 async def make_cache() -> AsyncIterator[CacheFactory]:
     """Builds `hulk.cache.Cache` objects (not started) and stops every one of them after the test."""
+    from hulk.cache import Cache
+
     made: list[Cache] = []
 
     def make(**kwargs: Any) -> Cache:

@@ -66,6 +66,24 @@ class CacheMetrics:
         self.l3_warmed = Counter()
         self.latency = {level: Histogram(buckets=LATENCY_BUCKETS) for level in ("l1", "l2", "l3", "compute")}
 
+    def requests(self) -> dict[tuple[str, str], Counter]:
+        """{(level, result): counter}, for `hulk_cache_requests_total{level, result}`."""
+        return {
+            ("l1", "hit"): self.l1_hit,
+            ("l1", "miss"): self.l1_miss,
+            ("l2", "hit"): self.l2_hit,
+            ("l2", "miss"): self.l2_miss,
+            ("l2", "error"): self.l2_error,
+            ("l2", "skipped"): self.l2_skipped,
+            ("l3", "hit"): self.l3_hit,
+            ("l3", "miss"): self.l3_miss,
+            ("l3", "error"): self.l3_error,
+        }
+
+    def latencies(self) -> dict[tuple[str], Histogram]:
+        """{(level,): histogram} of seconds per level ("l1" sampled, "l2", "l3", "compute")."""
+        return {(level,): hist for level, hist in self.latency.items()}
+
     def snapshot(self) -> dict[str, Any]:
         """Every figure as plain data: requests by level and result, hit ratios, latencies, events."""
         requests = {

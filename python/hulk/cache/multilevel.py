@@ -191,7 +191,7 @@ class Cache(CacheNamespace):
     Args:
         l1_size: L1 capacity in entries.
         l1_ttl: longest time in seconds an entry stays in L1 (the invalidation hard bound).
-        l2_url: Redis URL with its credentials (`redis://user:password@host:port/db`); None: no L2.
+        l2_url: Redis URL with its credentials (`redis://user:password@host:port/db`); None or "": no L2.
         l2_ttl: default time to live of an entry, in seconds, when a call gives none (None: no expiry).
         l3_path: RocksDB directory for L3; None: no L3.
         snapshot_interval: seconds between L3 snapshots.
@@ -250,6 +250,7 @@ class Cache(CacheNamespace):
         ):
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {count!r}")
+        l2_url = l2_url or None
         if l2_url is not None and urlsplit(l2_url).scheme not in _L2_SCHEMES:
             raise ValueError(f"l2_url must be a redis://, rediss:// or unix:// URL, got {redact_url(l2_url)!r}")
         self.l1_size = l1_size
@@ -521,6 +522,10 @@ class Cache(CacheNamespace):
         snap["mode"] = self.mode
         snap["l3"]["corrupt_records"] = self._l3.corrupt_records if self._l3 is not None else 0
         return snap
+
+    def breakers(self) -> list[CircuitBreaker]:
+        """The circuit breakers of this cache (the one guarding L2, once started), for `hulk_breaker_state`."""
+        return [self._breaker] if self._breaker is not None else []
 
     # --- internals ---------------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ async def test_redis_stopped_and_restarted(redis_server: RedisServer, make_cache
         assert health["l2"]["dirty"] == 23  # 20 computed, 2 set, 1 deleted
         snap = cache.metrics_snapshot()
         assert snap["l2_breaker"]["state"] in ("open", "half_open")
+        assert [breaker.name for breaker in cache.breakers()] == ["cache-l2"]
         errors = snap["requests"]["l2"]["error"]
         assert errors <= 3  # only the calls that opened the breaker touched the dead socket
         assert snap["requests"]["l2"]["skipped"] > 50

@@ -298,3 +298,15 @@ async def test_stop_before_start_and_context_manager(tmp_path: Path) -> None:
         assert running.ready()
         await running.set("k", 1)
     assert not running.ready()
+
+
+async def test_metric_sources_for_the_exporter(make_cache: CacheFactory) -> None:
+    cache = make_cache(l2_url="")
+    await cache.start()
+    await cache.get("x")
+    requests = cache.metrics.requests()
+    assert requests[("l1", "miss")].value == 1
+    assert len(requests) == 9
+    assert set(cache.metrics.latencies()) == {("l1",), ("l2",), ("l3",), ("compute",)}
+    assert cache.breakers() == []
+    assert cache.health()["l2"]["configured"] is False
