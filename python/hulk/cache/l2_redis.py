@@ -76,7 +76,6 @@ class RedisLevel:
         socket_timeout: seconds a call may wait on the socket.
         connect_timeout: seconds a connection attempt may take.
         max_connections: size of the pool (callers wait up to `socket_timeout` for a free one).
-        on_down: called once each time Redis becomes unavailable.
         on_recover: awaited once each time Redis comes back.
     """
 
@@ -89,14 +88,12 @@ class RedisLevel:
         socket_timeout: float = 0.25,
         connect_timeout: float = 0.25,
         max_connections: int = 64,
-        on_down: Callable[[], None] | None = None,
         on_recover: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.url = url
         self.breaker = breaker
         self.metrics = metrics
         self.socket_timeout = socket_timeout
-        self._on_down = on_down
         self._on_recover = on_recover
         self._pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
             url,
@@ -111,6 +108,7 @@ class RedisLevel:
         self._probe_task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
         self.outages = 0
+        self.probes = 0
 
     @property
     def up(self) -> bool:
@@ -160,8 +158,6 @@ class RedisLevel:
             mode="running on L1 + L3 until Redis answers again",
         )
         self._wake.set()
-        if self._on_down is not None:
-            self._on_down()
 
     async def _probe_loop(self) -> None:
         while True:
@@ -173,6 +169,7 @@ class RedisLevel:
                     await asyncio.sleep(max(self.breaker.retry_after(), 0.01))
                     continue
                 started = time.perf_counter()
+                self.probes += 1
                 try:
                     await self.client.ping()
                 except _FAILURES as exc:

@@ -489,6 +489,7 @@ class Cache(CacheNamespace):
                 "breaker": self._breaker.metrics() if self._breaker is not None else None,
                 "last_error": l2.last_error if l2 is not None else None,
                 "outages": l2.outages if l2 is not None else 0,
+                "probes": l2.probes if l2 is not None else 0,
                 "dirty": len(self._dirty),
             },
             "l3": {

@@ -233,6 +233,7 @@ async def test_health_and_metrics_shapes(make_cache: CacheFactory, tmp_path: Pat
         "breaker": None,
         "last_error": None,
         "outages": 0,
+        "probes": 0,
         "dirty": 0,
     }
     assert health["invalidation"]["subscribed"] is False
