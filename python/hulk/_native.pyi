@@ -332,43 +332,70 @@ class _CacheStats(TypedDict):
     size: int
     capacity: int
 
+@final
 class L1Cache:
     """Bounded concurrent cache with per-entry TTL and frequency-aware eviction.
 
+    Keys are `str` or `bytes` (`"a"` and `b"a"` are different keys); values are any object. Eviction
+    is quick_cache's CLOCK-PRO / S3-FIFO policy (hot, cold and ghost entries), which keeps the
+    frequently read working set against one-hit wonders. Expiry is lazy: an expired entry is a miss
+    and is dropped when read; until then it holds its slot and counts in `len()`. Entries without a
+    TTL never read the clock. Every method is O(1) per key (or per batch item), thread-safe, and
+    stays attached to the GIL.
+
     Args:
-        capacity: maximum number of entries, >= 1.
+        capacity: maximum number of entries, >= 1; `len()` never exceeds it.
         ttl: default time to live in seconds for entries set without one (None: no expiry).
+
+    Raises:
+        ValueError: `capacity` < 1, or `ttl` negative or NaN (`math.inf` means no expiry).
     """
 
-    def __init__(self, capacity: int, *, ttl: float | None = None) -> None: ...
+    def __new__(cls, capacity: int, *, ttl: float | None = None) -> Self: ...
     @property
     def capacity(self) -> int:
         """Maximum number of entries."""
 
     def get(self, key: _CacheKey, default: Any = None, now: float | None = None) -> Any:
-        """The value of a live entry, or `default`."""
+        """The value of a live entry, or `default`.
+
+        Raises TypeError for a key that is not str or bytes, ValueError for a `now` that is not finite.
+        """
 
     def set(self, key: _CacheKey, value: object, ttl: float | None = None, now: float | None = None) -> None:
-        """Stores `value`; `ttl` overrides the cache's default."""
+        """Stores `value`; `ttl` overrides the cache's default (`math.inf`: no expiry).
+
+        The entry is live while `now < time of set + ttl`. Raises TypeError for a key that is not
+        str or bytes, ValueError for a negative or NaN `ttl` or a `now` that is not finite.
+        """
 
     def delete(self, key: _CacheKey) -> bool:
-        """Removes `key`; True if it was present."""
+        """Removes `key`; True if it was present (an expired entry not yet dropped counts)."""
 
     def get_many(self, keys: Iterable[_CacheKey], now: float | None = None) -> dict[_CacheKey, Any]:
-        """The live entries among `keys` (misses are left out)."""
+        """The live entries among `keys` (misses are left out); reads the clock at most once."""
 
     def set_many(
         self,
-        items: Mapping[_CacheKey, object] | Iterable[tuple[_CacheKey, object]],
+        items: Mapping[str, object]
+        | Mapping[bytes, object]
+        | Mapping[_CacheKey, object]
+        | Iterable[tuple[_CacheKey, object]],
         ttl: float | None = None,
         now: float | None = None,
     ) -> None:
-        """Stores every item with the same `ttl`."""
+        """Stores every item with the same `ttl`; a bad key or item raises before anything is stored."""
 
     def __len__(self) -> int: ...
-    def __contains__(self, key: object) -> bool: ...
+    def __contains__(self, key: object, /) -> bool:
+        """Whether `key` holds a live entry by the native clock; not counted in the stats."""
+
     def clear(self) -> None:
-        """Removes every entry."""
+        """Removes every entry (entries set meanwhile by other threads may survive)."""
 
     def stats(self) -> _CacheStats:
-        """Hits, misses, inserts, evictions, hit ratio, size and capacity."""
+        """Hits, misses, inserts, evictions, hit ratio, size and capacity.
+
+        `evictions` counts entries dropped to make room and expired entries dropped when read;
+        `hit_ratio` is hits / (hits + misses), 0.0 before any read; `size` is `len()`.
+        """
