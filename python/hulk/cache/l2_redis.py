@@ -20,8 +20,8 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import MaxConnectionsError, RedisError
 
 from hulk._native import CircuitBreaker
 from hulk.cache.metrics import CacheMetrics
@@ -75,7 +75,8 @@ class RedisLevel:
         metrics: where errors and skipped calls are counted.
         socket_timeout: seconds a call may wait on the socket.
         connect_timeout: seconds a connection attempt may take.
-        max_connections: size of the pool (callers wait up to `socket_timeout` for a free one).
+        max_connections: size of the pool; a call that finds every connection busy skips L2 (it is
+            counted as skipped, not as a Redis failure).
         on_recover: awaited once each time Redis comes back.
     """
 
@@ -95,10 +96,10 @@ class RedisLevel:
         self.metrics = metrics
         self.socket_timeout = socket_timeout
         self._on_recover = on_recover
-        self._pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
+        # The plain pool: the blocking one costs a condition variable and a timer on every call.
+        self._pool: ConnectionPool = ConnectionPool.from_url(
             url,
             max_connections=max_connections,
-            timeout=socket_timeout,
             socket_timeout=socket_timeout,
             socket_connect_timeout=connect_timeout,
         )
@@ -204,6 +205,10 @@ class RedisLevel:
         started = time.perf_counter()
         try:
             result = await op()
+        except MaxConnectionsError:
+            self.breaker.release()  # our pool is busy: Redis is not at fault
+            self.metrics.l2_skipped.inc()
+            return UNAVAILABLE
         except _FAILURES as exc:
             self._failed(exc, time.perf_counter() - started)
             return UNAVAILABLE

@@ -230,7 +230,7 @@ class Cache(CacheNamespace):
         instance_id: str | None = None,
         l2_socket_timeout: float = 0.25,
         l2_connect_timeout: float = 0.25,
-        l2_max_connections: int = 64,
+        l2_max_connections: int = 128,
         l2_failure_threshold: int = 3,
         l2_retry_interval: float = 1.0,
         tombstone_ttl: float | None = None,

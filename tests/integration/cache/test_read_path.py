@@ -225,3 +225,18 @@ async def test_a_computed_value_replaces_a_tombstone(redis_server: RedisServer, 
     await cache.drain()
     assert await other.get("k") == "new"
     assert await other.get_or_compute("k", lambda: "not again") == "new"
+
+
+async def test_a_busy_pool_skips_l2_without_blaming_redis(redis_server: RedisServer, make_cache: CacheFactory) -> None:
+    cache = make_cache(l2_url=redis_server.url, l2_max_connections=2)  # one is the subscription's
+    await cache.start()
+    await cache.set("k", 1)
+    cache._l1.clear()
+    results = await asyncio.gather(*(cache.get("k") for _ in range(20)))
+    assert 1 in results
+    assert None in results  # those found no free connection, and no L3 to fall back on
+    snap = cache.metrics_snapshot()
+    assert snap["requests"]["l2"]["error"] == 0
+    assert snap["requests"]["l2"]["skipped"] > 0
+    assert snap["l2_breaker"]["state"] == "closed"
+    assert cache.health()["status"] == "ok"
