@@ -25,6 +25,8 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from hulk.cache._tasks import stop_task
+
 log = structlog.get_logger("hulk.cache.invalidation")
 
 
@@ -105,10 +107,7 @@ class Subscriber:
     async def close(self) -> None:
         """Stops listening."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
 
     async def _run(self) -> None:
         gap = False

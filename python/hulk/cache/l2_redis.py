@@ -24,6 +24,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import MaxConnectionsError, RedisError
 
 from hulk._native import CircuitBreaker
+from hulk.cache._tasks import stop_task
 from hulk.cache.metrics import CacheMetrics
 
 log = structlog.get_logger("hulk.cache.l2")
@@ -137,10 +138,7 @@ class RedisLevel:
     async def close(self) -> None:
         """Stops the probe and closes every connection."""
         task, self._probe_task = self._probe_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
         with contextlib.suppress(*_FAILURES):
             await self.client.aclose()
         with contextlib.suppress(*_FAILURES):

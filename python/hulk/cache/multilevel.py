@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import structlog
 
 from hulk._native import CircuitBreaker, L1Cache
+from hulk.cache._tasks import stop_task
 from hulk.cache.codec import CorruptRecord, Record, check_namespace, decode, encode, tombstone
 from hulk.cache.invalidation import Subscriber, encode_message
 from hulk.cache.l2_redis import RedisLevel, Unavailable, redact_url
@@ -34,6 +35,7 @@ log = structlog.get_logger("hulk.cache")
 _MISS: Final = object()
 _GEN_SLOTS = 1024
 _RESYNC_CHUNK = 1000
+_FILL_COALESCE = 0.002
 _L2_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -376,11 +378,10 @@ class Cache(CacheNamespace):
             self._state = "stopped"
             return
         self._state = "stopping"
+        if self._fill_wake is not None:
+            self._fill_wake.set()  # the fill loop ends by itself, even if a client swallowed a cancel
         for task in (self._snapshot_task, self._fill_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_task(task)
         self._snapshot_task = self._fill_task = None
         await self._flush_fills()
         if self._subscriber is not None:
@@ -641,8 +642,10 @@ class Cache(CacheNamespace):
 
     async def _fill_loop(self) -> None:
         assert self._fill_wake is not None
-        while True:
+        while self._state != "stopping":
             await self._fill_wake.wait()
+            # Let the values computed in the next moment join this batch: one round trip for many.
+            await asyncio.sleep(_FILL_COALESCE)
             self._fill_wake.clear()
             await self._flush_fills()
 
