@@ -6,9 +6,10 @@ Run (release build only; starts its own redis-server on a free port):
 Groups:
 - `cache-get-latency`: one round = 1,000 `get` calls served by one level (L1 hit; L2 hit with the L1
   entry removed first; L3 hit with no Redis configured). Per-call p50/p99 go to `extra_info`.
-- `cache-get-or-compute-95`: one round = 2,000 `get_or_compute` calls, 95% on 200 warm keys and 5% on
-  new keys (computed and stored): hulk (L1 + Redis + RocksDB) against cashews (Redis, and Redis with
-  its client-side cache) and aiocache (Redis), all against the same redis-server in the same run.
+- `cache-get-or-compute-95-callers-{1,32}`: one round = 2,000 `get_or_compute` calls, 95% on 200 warm
+  keys and 5% on new keys (computed and stored), made by one caller in turn or by 32 concurrent
+  callers: hulk (L1 + Redis + RocksDB) against cashews (Redis, and Redis with its client-side cache)
+  and aiocache (Redis), all against the same redis-server in the same run. Throughput = 2,000 / mean.
 L1 hit ratio against LRU and Belady's optimum on Zipf traces: see bench/cache_hit_ratio.py.
 """
 
@@ -136,7 +137,11 @@ def test_get_l3_hit(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop
         loop.run_until_complete(cache.stop())
 
 
-# --- get_or_compute throughput at a 95% hit rate ------------------------------------------------
+# --- get_or_compute throughput at a 95% hit rate ---
+
+# One caller awaiting each call in turn, and 32 concurrent callers (a server's handlers) sharing
+# the same 2,000 calls per round. The group name carries the number of callers.
+CALLERS = pytest.mark.parametrize("callers", [1, 32], ids=["1-caller", "32-callers"])---------------------------------------------
 
 
 class _Workload:
@@ -164,21 +169,33 @@ def _throughput(
     benchmark: BenchmarkFixture,
     loop: asyncio.AbstractEventLoop,
     workload: _Workload,
+    callers: int,
     call: Callable[[str], Awaitable[Any]],
 ) -> None:
-    async def round_(keys: list[str]) -> None:
+    async def caller(keys: list[str]) -> None:
         for key in keys:
             await call(key)
+
+    async def round_(keys: list[str]) -> None:
+        await asyncio.gather(*(caller(keys[i::callers]) for i in range(callers)))
+
+    benchmark.group = f"cache-get-or-compute-95-callers-{callers}"
 
     rounds = iter([workload.keys() for _ in range(ROUNDS + 1)])  # made before timing starts
     benchmark.pedantic(lambda: loop.run_until_complete(round_(next(rounds))), rounds=ROUNDS, warmup_rounds=1)  # type: ignore[no-untyped-call]  # pytest-benchmark leaves it unannotated
     benchmark.extra_info["ops_per_round"] = OPS
+    benchmark.extra_info["callers"] = callers
     benchmark.extra_info["miss_rate"] = round(workload.computed / (OPS * (ROUNDS + 1)), 4)
 
 
-@pytest.mark.benchmark(group="cache-get-or-compute-95")
+@pytest.mark.benchmark(group="cache-get-or-compute-95")  # suffixed with the number of callers
+@CALLERS
 def test_hulk_get_or_compute(
-    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, redis_server: RedisServer, tmp_dir: str
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    redis_server: RedisServer,
+    tmp_dir: str,
+    callers: int,
 ) -> None:
     loop.run_until_complete(_flush(redis_server))
     cache = Cache(l2_url=redis_server.url, l3_path=tmp_dir, key_prefix="bench:hulk:")
@@ -186,18 +203,23 @@ def test_hulk_get_or_compute(
     loop.run_until_complete(cache.set_many({f"hot{i}": VALUE for i in range(HOT_KEYS)}, ttl=600))
     workload = _Workload()
     try:
-        _throughput(benchmark, loop, workload, lambda key: cache.get_or_compute(key, workload.compute, ttl=600))
+        _throughput(benchmark, loop, workload, callers, lambda key: cache.get_or_compute(key, workload.compute, ttl=600))
         benchmark.extra_info["l1_hit_ratio"] = round(cache.metrics_snapshot()["hit_ratio"]["l1"], 4)
     finally:
         loop.run_until_complete(cache.stop())
 
 
-@pytest.mark.benchmark(group="cache-get-or-compute-95")
+@pytest.mark.benchmark(group="cache-get-or-compute-95")  # suffixed with the number of callers
+@CALLERS
 # cashews calls redis-py's deprecated close().
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("client_side", [False, True], ids=["redis", "redis-client-side"])
 def test_cashews_get_or_set(
-    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, redis_server: RedisServer, client_side: bool
+    benchmark: BenchmarkFixture,
+    loop: asyncio.AbstractEventLoop,
+    redis_server: RedisServer,
+    client_side: bool,
+    callers: int,
 ) -> None:
     loop.run_until_complete(_flush(redis_server))
     cache = CashewsCache()
@@ -211,16 +233,17 @@ def test_cashews_get_or_set(
     loop.run_until_complete(warm())
     workload = _Workload()
     try:
-        _throughput(benchmark, loop, workload, lambda key: cache.get_or_set(key, workload.compute, expire=600))
+        _throughput(benchmark, loop, workload, callers, lambda key: cache.get_or_set(key, workload.compute, expire=600))
     finally:
         loop.run_until_complete(cache.close())
 
 
-@pytest.mark.benchmark(group="cache-get-or-compute-95")
+@pytest.mark.benchmark(group="cache-get-or-compute-95")  # suffixed with the number of callers
+@CALLERS
 # aiocache calls redis-py's deprecated setex() and close().
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_aiocache_get_then_set(
-    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, redis_server: RedisServer
+    benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop, redis_server: RedisServer, callers: int
 ) -> None:
     loop.run_until_complete(_flush(redis_server))
 
@@ -241,7 +264,7 @@ def test_aiocache_get_then_set(
         return value
 
     try:
-        _throughput(benchmark, loop, workload, get_or_compute)
+        _throughput(benchmark, loop, workload, callers, get_or_compute)
     finally:
         loop.run_until_complete(cache.close())
 

@@ -76,8 +76,8 @@ class RedisLevel:
         metrics: where errors and skipped calls are counted.
         socket_timeout: seconds a call may wait on the socket.
         connect_timeout: seconds a connection attempt may take.
-        max_connections: size of the pool; a call that finds every connection busy skips L2 (it is
-            counted as skipped, not as a Redis failure).
+        max_connections: size of the pool (one connection is the invalidation subscription's); calls
+            beyond it wait for a free connection, each call being bounded by the socket timeouts.
         on_recover: awaited once each time Redis comes back.
     """
 
@@ -111,6 +111,11 @@ class RedisLevel:
         self.last_error: str | None = None
         self.outages = 0
         self.probes = 0
+        self._slots = asyncio.Semaphore(max(1, max_connections - 1))
+        self.batched_reads = 0
+        self._reading = False
+        self._next_batch: list[tuple[Sequence[str], asyncio.Future[Any]]] = []
+        self._batch_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def up(self) -> bool:
@@ -139,6 +144,8 @@ class RedisLevel:
         """Stops the probe and closes every connection."""
         task, self._probe_task = self._probe_task, None
         await stop_task(task)
+        for batch_task in list(self._batch_tasks):
+            await stop_task(batch_task)
         with contextlib.suppress(*_FAILURES):
             await self.client.aclose()
         with contextlib.suppress(*_FAILURES):
@@ -202,9 +209,10 @@ class RedisLevel:
             return UNAVAILABLE
         started = time.perf_counter()
         try:
-            result = await op()
+            async with self._slots:
+                result = await op()
         except MaxConnectionsError:
-            self.breaker.release()  # our pool is busy: Redis is not at fault
+            self.breaker.release()  # our pool is exhausted (by another user of it): not Redis's fault
             self.metrics.l2_skipped.inc()
             return UNAVAILABLE
         except _FAILURES as exc:
@@ -224,9 +232,50 @@ class RedisLevel:
         return result
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None] | Unavailable:
-        """The records of `keys` in order (None for absent ones), or UNAVAILABLE."""
+        """The records of `keys` in order (None for absent ones), or UNAVAILABLE.
+
+        Reads are batched without delay: when no MGET is in flight the call sends its own at once;
+        calls made while one is in flight join the next MGET, sent as soon as that one returns. An
+        idle cache pays nothing for it, and a busy one sends one MGET per round trip instead of one
+        per caller.
+        """
+        if not self._reading:
+            self._reading = True
+            try:
+                result: list[bytes | None] | Unavailable = await self._mget(keys)
+            finally:
+                self._reading = False
+                self._send_next_batch()
+            return result
+        fut: asyncio.Future[list[bytes | None] | Unavailable] = asyncio.get_running_loop().create_future()
+        self._next_batch.append((keys, fut))
+        self.batched_reads += 1
+        return await fut
+
+    async def _mget(self, keys: Sequence[str]) -> list[bytes | None] | Unavailable:
         result: list[bytes | None] | Unavailable = await self._call(lambda: self.client.mget(keys))
         return result
+
+    def _send_next_batch(self) -> None:
+        if self._next_batch and not self._reading:
+            batch, self._next_batch = self._next_batch, []
+            self._reading = True
+            task = asyncio.get_running_loop().create_task(self._read_batch(batch), name="hulk-cache-l2-mget")
+            self._batch_tasks.add(task)
+            task.add_done_callback(self._batch_tasks.discard)
+
+    async def _read_batch(self, batch: list[tuple[Sequence[str], asyncio.Future[Any]]]) -> None:
+        unique = list(dict.fromkeys(key for wanted, _ in batch for key in wanted))
+        result: list[bytes | None] | Unavailable = UNAVAILABLE
+        try:
+            result = await self._mget(unique)
+        finally:
+            self._reading = False
+            found = None if isinstance(result, Unavailable) else dict(zip(unique, result, strict=True))
+            for wanted, fut in batch:
+                if not fut.done():
+                    fut.set_result(UNAVAILABLE if found is None else [found[key] for key in wanted])
+            self._send_next_batch()
 
     async def write(
         self,

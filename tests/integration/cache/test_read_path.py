@@ -227,16 +227,28 @@ async def test_a_computed_value_replaces_a_tombstone(redis_server: RedisServer, 
     assert await other.get_or_compute("k", lambda: "not again") == "new"
 
 
-async def test_a_busy_pool_skips_l2_without_blaming_redis(redis_server: RedisServer, make_cache: CacheFactory) -> None:
+async def test_a_small_pool_makes_writes_wait_not_fail(redis_server: RedisServer, make_cache: CacheFactory) -> None:
     cache = make_cache(l2_url=redis_server.url, l2_max_connections=2)  # one is the subscription's
+    other = make_cache(l2_url=redis_server.url)
     await cache.start()
-    await cache.set("k", 1)
-    cache._l1.clear()
-    results = await asyncio.gather(*(cache.get("k") for _ in range(20)))
-    assert 1 in results
-    assert None in results  # those found no free connection, and no L3 to fall back on
+    await other.start()
+    await asyncio.gather(*(cache.set(f"k{i}", i) for i in range(30)))
     snap = cache.metrics_snapshot()
     assert snap["requests"]["l2"]["error"] == 0
-    assert snap["requests"]["l2"]["skipped"] > 0
-    assert snap["l2_breaker"]["state"] == "closed"
-    assert cache.health()["status"] == "ok"
+    assert snap["requests"]["l2"]["skipped"] == 0
+    assert cache.health()["l2"]["dirty"] == 0
+    assert await other.get_many([f"k{i}" for i in range(30)]) == {f"k{i}": i for i in range(30)}
+
+
+async def test_concurrent_misses_share_l2_round_trips(redis_server: RedisServer, make_cache: CacheFactory) -> None:
+    writer = make_cache(l2_url=redis_server.url)
+    reader = make_cache(l2_url=redis_server.url)
+    await writer.start()
+    await reader.start()
+    await writer.set_many({f"k{i}": i for i in range(50)})
+    keys = [f"k{i}" for i in range(60)]
+    results = await asyncio.gather(*(reader.get(key) for key in keys))
+    assert results == [*range(50), *[None] * 10]
+    assert reader._l2 is not None
+    assert reader._l2.batched_reads > 0  # the calls made during the first MGET went out together
+    assert reader.metrics_snapshot()["requests"]["l2"] == {"hit": 50, "miss": 10, "error": 0, "skipped": 0}
