@@ -141,7 +141,7 @@ def test_get_l3_hit(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop
 
 # One caller awaiting each call in turn, and 32 concurrent callers (a server's handlers) sharing
 # the same 2,000 calls per round. The group name carries the number of callers.
-CALLERS = pytest.mark.parametrize("callers", [1, 32], ids=["1-caller", "32-callers"])---------------------------------------------
+CALLERS = pytest.mark.parametrize("callers", [1, 32], ids=["1-caller", "32-callers"])
 
 
 class _Workload:
@@ -203,7 +203,9 @@ def test_hulk_get_or_compute(
     loop.run_until_complete(cache.set_many({f"hot{i}": VALUE for i in range(HOT_KEYS)}, ttl=600))
     workload = _Workload()
     try:
-        _throughput(benchmark, loop, workload, callers, lambda key: cache.get_or_compute(key, workload.compute, ttl=600))
+        _throughput(
+            benchmark, loop, workload, callers, lambda key: cache.get_or_compute(key, workload.compute, ttl=600)
+        )
         benchmark.extra_info["l1_hit_ratio"] = round(cache.metrics_snapshot()["hit_ratio"]["l1"], 4)
     finally:
         loop.run_until_complete(cache.stop())
