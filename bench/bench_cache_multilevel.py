@@ -137,7 +137,7 @@ def test_get_l3_hit(benchmark: BenchmarkFixture, loop: asyncio.AbstractEventLoop
         loop.run_until_complete(cache.stop())
 
 
-# --- get_or_compute throughput at a 95% hit rate ---
+# --- get_or_compute throughput at a 95% hit rate ------------------------------------------------
 
 # One caller awaiting each call in turn, and 32 concurrent callers (a server's handlers) sharing
 # the same 2,000 calls per round. The group name carries the number of callers.
