@@ -19,6 +19,8 @@ Levels and modes:
   opens and calls skip Redis at once; a background probe closes it again when Redis is back, and the
   keys written meanwhile are re-synced to Redis.
 - Deleted keys leave a tombstone in Redis for `tombstone_ttl`, so no instance's L3 resurrects them.
+- Computed values reach Redis in background batches, only where it holds no live value; concurrent
+  L2 reads share MGETs. See docs/cache.md for the details.
 
 Invalidation bound: after an instance overwrites or deletes a key, every other instance whose
 invalidation subscription (Redis pub/sub) is up drops the key from its L1 and L3 as soon as the
