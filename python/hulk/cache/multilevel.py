@@ -63,7 +63,7 @@ class CacheNamespace:
 
     def __init__(self, cache: Cache, namespace: str) -> None:
         self._cache = cache
-        self.name = check_namespace(namespace)
+        self.namespace_name = check_namespace(namespace)
         self._prefix = namespace + ":"
         self._l1: L1Cache = cache._l1
         self._metrics = cache.metrics
@@ -213,6 +213,7 @@ class Cache(CacheNamespace):
             hour), so that no instance's L3 brings its old value back.
         l3_max_pending: staged L3 writes that trigger an early snapshot.
         max_dirty: keys written while Redis is down that are re-synced when it comes back.
+        name: this component's name in the runtime's life cycle.
 
     Raises:
         ValueError: a parameter is out of range, `l2_url` is not a Redis URL or `namespace` is invalid.
@@ -238,6 +239,7 @@ class Cache(CacheNamespace):
         tombstone_ttl: float | None = None,
         l3_max_pending: int = 10_000,
         max_dirty: int = 100_000,
+        name: str = "cache",
     ) -> None:
         if isinstance(l1_size, bool) or not isinstance(l1_size, int) or l1_size < 1:
             raise ValueError(f"l1_size must be an integer >= 1, got {l1_size!r}")
@@ -248,17 +250,19 @@ class Cache(CacheNamespace):
         self.l2_socket_timeout = _check_ttl("l2_socket_timeout", l2_socket_timeout, allow_none=False) or 0.0
         self.l2_connect_timeout = _check_ttl("l2_connect_timeout", l2_connect_timeout, allow_none=False) or 0.0
         self.l2_retry_interval = _check_ttl("l2_retry_interval", l2_retry_interval, allow_none=False) or 0.0
-        for name, count in (
+        for argument, count in (
             ("l2_max_connections", l2_max_connections),
             ("l2_failure_threshold", l2_failure_threshold),
             ("l3_max_pending", l3_max_pending),
             ("max_dirty", max_dirty),
         ):
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {count!r}")
+                raise ValueError(f"{argument} must be an integer >= 1, got {count!r}")
         l2_url = l2_url or None
         if l2_url is not None and urlsplit(l2_url).scheme not in _L2_SCHEMES:
             raise ValueError(f"l2_url must be a redis://, rediss:// or unix:// URL, got {redact_url(l2_url)!r}")
+        self.name = name
+        """The component's name in the runtime."""
         self.l1_size = l1_size
         self.l2_url = l2_url
         self.l3_path = l3_path
@@ -372,8 +376,16 @@ class Cache(CacheNamespace):
         await self._flush_fills()
         await self.snapshot()
 
-    async def stop(self) -> None:
-        """Stops the background tasks, writes the last L3 snapshot, closes RocksDB and Redis."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stops: background tasks end, queued L2 fills and the last L3 snapshot are written, then closes.
+
+        RocksDB and Redis are closed last.
+
+        Args:
+            timeout: seconds to spend at most on the final writes (None: no limit); the levels are
+                closed in any case, and what was not written by then is lost from L2 (L3 still
+                gets its stage when it closes).
+        """
         if self._state in ("new", "stopped"):
             self._state = "stopped"
             return
@@ -383,7 +395,11 @@ class Cache(CacheNamespace):
         for task in (self._snapshot_task, self._fill_task):
             await stop_task(task)
         self._snapshot_task = self._fill_task = None
-        await self._flush_fills()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._flush_fills()
+        except TimeoutError:
+            log.warning("cache.stop.deadline", timeout=timeout, unwritten_fills=len(self._fills))
         if self._subscriber is not None:
             await self._subscriber.close()
         if self._l3 is not None:
@@ -470,7 +486,12 @@ class Cache(CacheNamespace):
         return "+".join(levels)
 
     def health(self) -> dict[str, Any]:
-        """The cache's health: "ok", or "degraded" (a configured level is out) with the reasons."""
+        """The cache's health and figures per level.
+
+        Returns:
+            A dict whose "status" is "starting", "ok", "degraded" (a configured level is out; see
+            "reasons") or "stopped", the statuses of the engine's `Health`.
+        """
         l2, l3, sub = self._l2, self._l3, self._subscriber
         reasons = []
         if self.l2_url is not None and (l2 is None or not l2.up):
@@ -479,7 +500,12 @@ class Cache(CacheNamespace):
             reasons.append("l3 unavailable")
         if self._dirty_overflow:
             reasons.append("l2 re-sync incomplete")
-        status = "stopped" if self._state == "stopped" else ("degraded" if reasons else "ok")
+        if self._state in ("new", "starting"):
+            status = "starting"
+        elif self._state in ("stopping", "stopped"):
+            status = "stopped"
+        else:
+            status = "degraded" if reasons else "ok"
         return {
             "status": status,
             "state": self._state,

@@ -93,7 +93,8 @@ async def test_namespaces_isolate_tenants(make_cache: CacheFactory, tmp_path: Pa
     await cache.start()
     a, b = cache.namespace("tenant-a"), cache.namespace("tenant-b")
     assert cache.namespace("tenant-a") is a
-    assert a.name == "tenant-a"
+    assert a.namespace_name == "tenant-a"
+    assert cache.name == "cache"
     await a.set("k", "secret-a")
     assert await b.get("k") is None
     assert await cache.get("k") is None
@@ -311,3 +312,14 @@ async def test_metric_sources_for_the_exporter(make_cache: CacheFactory) -> None
     assert set(cache.metrics.latencies()) == {("l1",), ("l2",), ("l3",), ("compute",)}
     assert cache.breakers() == []
     assert cache.health()["l2"]["configured"] is False
+
+
+async def test_health_while_starting_and_a_stop_deadline(make_cache: CacheFactory, tmp_path: Path) -> None:
+    cache = make_cache(l3_path=str(tmp_path / "l3"))
+    assert cache.health()["status"] == "starting"
+    assert not cache.ready()
+    await cache.start()
+    await cache.set("k", 1)
+    await cache.stop(timeout=5.0)
+    assert cache.health()["status"] == "stopped"
+    await cache.stop()
