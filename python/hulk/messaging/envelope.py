@@ -1,0 +1,127 @@
+"""The wire format of a task on NATS: a JSON body and a few headers.
+
+Body (JSON): `{"id", "type", "tenant", "payload", "created_at"}`. Headers: `Nats-Msg-Id` (the
+idempotency key: the server drops a duplicate within the stream's duplicate window), `Hulk-Task-Id`,
+`Hulk-Task-Type`, `Hulk-Tenant`, `traceparent` (W3C), and `Hulk-Attempt-Offset` when a copy was
+re-published (deferred by an open breaker, or retried after a long delay) so attempts keep counting
+from where they were.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from hulk.messaging import _tracing
+from hulk.messaging.streams import validate_task_type
+
+__all__ = [
+    "HDR_ATTEMPT_OFFSET",
+    "HDR_MSG_ID",
+    "HDR_TASK_ID",
+    "HDR_TASK_TYPE",
+    "HDR_TENANT",
+    "PoisonMessage",
+    "TaskEnvelope",
+]
+
+HDR_MSG_ID = "Nats-Msg-Id"
+HDR_TASK_ID = "Hulk-Task-Id"
+HDR_TASK_TYPE = "Hulk-Task-Type"
+HDR_TENANT = "Hulk-Tenant"
+HDR_ATTEMPT_OFFSET = "Hulk-Attempt-Offset"
+HDR_REASON = "Hulk-Dead-Reason"
+HDR_ERROR = "Hulk-Last-Error"
+HDR_DELIVERIES = "Hulk-Deliveries"
+
+
+class PoisonMessage(ValueError):
+    """A message on an intake subject that is not a task hulk can read."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskEnvelope:
+    """A task as it travels on NATS.
+
+    Args:
+        type: registered task type (also the intake subject suffix).
+        payload: JSON-serialisable arguments.
+        id: task id (default: a new UUID4 hex).
+        tenant: tenant the task belongs to.
+        idempotency_key: `Nats-Msg-Id`; defaults to the task id.
+        created_at: wall-clock seconds of creation.
+        attempt_offset: attempts already spent by earlier copies of this task.
+        headers: extra headers carried as they are (e.g. a traceparent received with the task).
+    """
+
+    type: str
+    payload: Any = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    tenant: str = "default"
+    idempotency_key: str | None = None
+    created_at: float = field(default_factory=time.time)
+    attempt_offset: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_task_type(self.type)
+
+    @property
+    def msg_id(self) -> str:
+        """The `Nats-Msg-Id` of this task."""
+        return self.idempotency_key or self.id
+
+    def body(self) -> bytes:
+        """The JSON body."""
+        return orjson.dumps(
+            {"id": self.id, "type": self.type, "tenant": self.tenant, "payload": self.payload, "created_at": self.created_at}
+        )
+
+    def to_headers(self, *, trace: bool = True) -> dict[str, str]:
+        """The headers of a publish (with the current trace context when `trace`)."""
+        hdrs = dict(self.headers)
+        hdrs[HDR_MSG_ID] = self.msg_id
+        hdrs[HDR_TASK_ID] = self.id
+        hdrs[HDR_TASK_TYPE] = self.type
+        hdrs[HDR_TENANT] = self.tenant
+        if self.attempt_offset:
+            hdrs[HDR_ATTEMPT_OFFSET] = str(self.attempt_offset)
+        if trace and "traceparent" not in hdrs:
+            _tracing.inject(hdrs)
+        return hdrs
+
+    @classmethod
+    def decode(cls, data: bytes, headers: dict[str, str] | None) -> TaskEnvelope:
+        """Reads a task from a message.
+
+        Raises:
+            PoisonMessage: not JSON, not an object, or without a valid id and type.
+        """
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise PoisonMessage(f"body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise PoisonMessage("body is not a JSON object")
+        task_id, task_type = body.get("id"), body.get("type")
+        if not isinstance(task_id, str) or not task_id or not isinstance(task_type, str):
+            raise PoisonMessage("body lacks a string 'id' and 'type'")
+        hdrs = dict(headers or {})
+        try:
+            offset = int(hdrs.get(HDR_ATTEMPT_OFFSET, "0"))
+            return cls(
+                type=task_type,
+                payload=body.get("payload"),
+                id=task_id,
+                tenant=str(body.get("tenant") or "default"),
+                idempotency_key=hdrs.get(HDR_MSG_ID),
+                created_at=float(body.get("created_at") or 0.0),
+                attempt_offset=offset,
+                headers={k: v for k, v in hdrs.items() if k in ("traceparent", "tracestate")},
+            )
+        except ValueError as exc:
+            raise PoisonMessage(str(exc)) from None
