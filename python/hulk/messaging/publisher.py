@@ -63,6 +63,8 @@ class TaskProducer:
         self._conn = conn
         self._timeout = timeout
 
+    # nats-py's publish_async loses a stream error (its reply handler raises instead of failing
+    # the future), so submissions use request/reply publishes, run concurrently.
     async def submit(self, task: TaskEnvelope) -> SubmitResult:
         """Publishes `task` and waits for the stream to store it.
 
@@ -82,26 +84,15 @@ class TaskProducer:
         return SubmitResult(task.id, ack.seq, bool(ack.duplicate))
 
     async def submit_many(self, tasks: list[TaskEnvelope], *, window: int = 1000) -> list[SubmitResult]:
-        """Publishes many tasks pipelined (at most `window` unacknowledged); results in order.
+        """Publishes many tasks concurrently (at most `window` unacknowledged); results in order.
 
         Raises:
-            IntakeFull: one of them was refused (the ones before it are stored).
+            IntakeFull: one of them was refused (others may be stored).
         """
-        js = self._conn.js
         results: list[SubmitResult] = []
         for start in range(0, len(tasks), window):
             chunk = tasks[start : start + window]
-            futs = [
-                await js.publish_async(intake_subject(t.type), t.body(), headers=t.to_headers()) for t in chunk
-            ]
-            for t, fut in zip(chunk, futs, strict=True):
-                try:
-                    ack: PubAck = await asyncio.wait_for(fut, self._timeout)
-                except APIError as exc:
-                    if exc.err_code in (10077, 10047):
-                        raise IntakeFull(f"intake stream is full: {exc.description}") from exc
-                    raise
-                results.append(SubmitResult(t.id, ack.seq, bool(ack.duplicate)))
+            results.extend(await asyncio.gather(*(self.submit(t) for t in chunk)))
         return results
 
 

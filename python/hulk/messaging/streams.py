@@ -169,6 +169,8 @@ class StreamSettings:
             raise ValueError(f"max_age must be >= 0, got {self.max_age}")
         if self.duplicate_window <= 0:
             raise ValueError(f"duplicate_window must be > 0, got {self.duplicate_window}")
+        if self.max_age and self.duplicate_window > self.max_age:
+            raise ValueError(f"duplicate_window ({self.duplicate_window}) must be <= max_age ({self.max_age})")
         if self.storage not in ("file", "memory"):
             raise ValueError(f"storage must be 'file' or 'memory', got {self.storage!r}")
 
