@@ -243,3 +243,11 @@ class NatsConnection:
             except Exception:  # noqa: BLE001 - closing anyway
                 await self._nc.close()
         self._connected.clear()
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None, timeout: float = 5.0) -> None:
+    """Cancels `task` and waits for it to end, at most `timeout` seconds (never raises)."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    await asyncio.wait({task}, timeout=timeout)

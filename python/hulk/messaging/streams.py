@@ -210,6 +210,8 @@ def stream_configs(settings: StreamSettings) -> list[StreamConfig]:
             subjects=[f"{SUBJECT_DELAYED_PREFIX}.*", f"{SUBJECT_CRON_PREFIX}.*"],
             retention=RetentionPolicy.LIMITS,
             discard=DiscardPolicy.NEW,
+            # One entry per delayed task id / cron name: writing it again replaces it.
+            max_msgs_per_subject=1,
             max_age=0,
             **common,
         ),
@@ -232,6 +234,7 @@ _STREAM_FIELDS = (
     "max_msgs",
     "max_bytes",
     "max_age",
+    "max_msgs_per_subject",
     "duplicate_window",
     "num_replicas",
     "storage",
@@ -243,7 +246,7 @@ def _norm(name: str, value: Any) -> Any:
         return sorted(value or [])
     if name in ("max_age", "duplicate_window", "ack_wait"):
         return round(float(value or 0), 3)
-    if name in ("max_msgs", "max_bytes", "max_deliver") and value in (None, 0):
+    if name in ("max_msgs", "max_bytes", "max_deliver", "max_msgs_per_subject") and value in (None, 0):
         return -1
     if hasattr(value, "value"):
         return value.value
