@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from nats.aio.msg import Msg
@@ -20,6 +20,9 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from hulk.messaging.connection import NatsConnection
+
+if TYPE_CHECKING:
+    from hulk.messaging.publisher import EventPublisher
 
 __all__ = ["TERMINAL_STATUSES", "NatsStatusStore"]
 
@@ -35,6 +38,11 @@ def _check_key(task_id: str) -> str:
     return task_id
 
 
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 class NatsStatusStore:
     """Task records in the KV bucket `bucket`.
 
@@ -44,6 +52,7 @@ class NatsStatusStore:
         ttl: seconds a record lives after its last write.
         replicas: bucket replicas (3 on an R3 cluster).
         storage: "file" or "memory".
+        publisher: durable path for `put_nowait` (outbox while NATS is down).
     """
 
     def __init__(
@@ -54,6 +63,7 @@ class NatsStatusStore:
         ttl: float = 24 * 3600.0,
         replicas: int = 1,
         storage: str = "file",
+        publisher: EventPublisher | None = None,
     ) -> None:
         if ttl <= 0:
             raise ValueError(f"ttl must be > 0, got {ttl}")
@@ -62,6 +72,7 @@ class NatsStatusStore:
         self.ttl = ttl
         self.replicas = replicas
         self.storage = storage
+        self.publisher = publisher
         self._kv: KeyValue | None = None
         self._prefix = f"$KV.{bucket}."
 
@@ -93,9 +104,15 @@ class NatsStatusStore:
         """Stores `record` (JSON-serialisable) as the task's current record; returns its revision."""
         return await self.kv.put(_check_key(task_id), orjson.dumps(dict(record)))
 
-    async def put_nowait(self, task_id: str, record: Mapping[str, Any]) -> asyncio.Future[Any]:
-        """Pipelined `put`: returns once sent; the future resolves with the stream's acknowledgement."""
-        return await self._conn.js.publish_async(self._prefix + _check_key(task_id), orjson.dumps(dict(record)))
+    async def put_nowait(self, task_id: str, record: Mapping[str, Any]) -> None:
+        """Durable pipelined `put` for the hot path: through the event publisher when one is set
+        (so a result produced while NATS is down waits in the outbox), else fire-and-forget."""
+        subject, data = self._prefix + _check_key(task_id), orjson.dumps(dict(record))
+        if self.publisher is not None:
+            await self.publisher.publish(subject, data)
+            return
+        fut = await self._conn.js.publish_async(subject, data)
+        fut.add_done_callback(_consume)
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         """The task's record, or None when unknown or expired."""
