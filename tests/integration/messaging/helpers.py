@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import orjson
+from nats.errors import Error as NatsError
 
 from hulk.messaging.connection import NatsConnection
 from hulk.messaging.streams import STREAM_EVENTS
@@ -67,15 +68,22 @@ class WorkerProcess:
 
 async def completed_events(conn: NatsConnection, ids: set[str], timeout: float) -> dict[str, list[dict[str, object]]]:
     """Reads `hulk.task.completed` events until every id in `ids` has one (or `timeout` passes)."""
-    sub = await conn.js.pull_subscribe("hulk.task.completed", stream=STREAM_EVENTS)
-    out: dict[str, list[dict[str, object]]] = {}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    while True:  # after a node loss the stream may be electing a leader for a few seconds
+        try:
+            sub = await conn.js.pull_subscribe("hulk.task.completed", stream=STREAM_EVENTS)
+            break
+        except NatsError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+    out: dict[str, list[dict[str, object]]] = {}
     try:
         while not ids <= out.keys() and loop.time() < deadline:
             try:
                 msgs = await sub.fetch(500, timeout=1)
-            except TimeoutError:
+            except (TimeoutError, NatsError):
                 continue
             for m in msgs:
                 ev = orjson.loads(m.data)
