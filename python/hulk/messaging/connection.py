@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 from nats.aio.client import Client, Server
 from nats.js import JetStreamContext
 
@@ -44,6 +43,7 @@ class ConnectionSettings:
         reconnect_max: cap of the reconnect delay in seconds.
         ping_interval: seconds between client pings (detects a dead server).
         pending_size: bytes buffered by the client while reconnecting.
+
     """
 
     urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
@@ -115,6 +115,7 @@ class NatsConnection:
 
     Args:
         settings: connection settings.
+
     """
 
     def __init__(self, settings: ConnectionSettings) -> None:
@@ -156,6 +157,7 @@ class NatsConnection:
 
         Raises:
             TimeoutError: still disconnected after `timeout` seconds.
+
         """
         await asyncio.wait_for(self._connected.wait(), timeout)
 
@@ -170,6 +172,7 @@ class NatsConnection:
 
         Raises:
             TimeoutError: not connected within `timeout`.
+
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -184,7 +187,7 @@ class NatsConnection:
                     reconnected_cb=self._on_reconnected,
                     reconnect_to_server_handler=self._pick_server,
                 )
-            except Exception as exc:  # noqa: BLE001 - any failure means: try again later
+            except Exception as exc:
                 await nc.close()
                 if not self._outage_logged:
                     log.warning("NATS unavailable (%s); retrying with backoff", exc)
@@ -240,7 +243,7 @@ class NatsConnection:
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await asyncio.wait_for(self._nc.drain(), 5.0)
-            except Exception:  # noqa: BLE001 - closing anyway
+            except Exception:
                 await self._nc.close()
         self._connected.clear()
 

@@ -37,6 +37,7 @@ def find_nats_server() -> str:
 
     Raises:
         NatsServerError: no binary found.
+
     """
     for directory in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
         found = shutil.which("nats-server", path=directory)
@@ -64,6 +65,7 @@ class NatsServerProcess:
         token: client authorization token, or None.
         binary: path of the binary (default: `find_nats_server()`).
         extra_args: more command-line arguments.
+
     """
 
     def __init__(
@@ -124,7 +126,12 @@ class NatsServerProcess:
         if self.token is not None:
             args += ["--auth", self.token]
         if self.cluster_port is not None:
-            args += ["--cluster_name", self.cluster_name or "hulk", "--cluster", f"nats://{self.host}:{self.cluster_port}"]
+            args += [
+                "--cluster_name",
+                self.cluster_name or "hulk",
+                "--cluster",
+                f"nats://{self.host}:{self.cluster_port}",
+            ]
             if self.routes:
                 args += ["--routes", ",".join(self.routes)]
         return args + self.extra_args
@@ -134,12 +141,13 @@ class NatsServerProcess:
 
         Raises:
             NatsServerError: it exited or was not ready within `timeout` seconds.
+
         """
         if self.running:
             return
         self.store_dir.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        self._proc = subprocess.Popen(  # noqa: S603 - fixed binary, arguments built here
+        self._proc = subprocess.Popen(
             self._args(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout

@@ -56,6 +56,7 @@ class TaskEnvelope:
         created_at: wall-clock seconds of creation.
         attempt_offset: attempts already spent by earlier copies of this task.
         headers: extra headers carried as they are (e.g. a traceparent received with the task).
+
     """
 
     type: str
@@ -78,7 +79,13 @@ class TaskEnvelope:
     def body(self) -> bytes:
         """The JSON body."""
         return orjson.dumps(
-            {"id": self.id, "type": self.type, "tenant": self.tenant, "payload": self.payload, "created_at": self.created_at}
+            {
+                "id": self.id,
+                "type": self.type,
+                "tenant": self.tenant,
+                "payload": self.payload,
+                "created_at": self.created_at,
+            }
         )
 
     def to_headers(self, *, trace: bool = True) -> dict[str, str]:
@@ -100,6 +107,7 @@ class TaskEnvelope:
 
         Raises:
             PoisonMessage: not JSON, not an object, or without a valid id and type.
+
         """
         try:
             body = orjson.loads(data)

@@ -36,6 +36,7 @@ class HeartbeatPublisher:
         version: hulk's version.
         interval: seconds between beats.
         stats: returns the beat's variable part (queue_depth, workers, breakers...).
+
     """
 
     def __init__(
@@ -78,7 +79,7 @@ class HeartbeatPublisher:
         while True:
             try:
                 await self.beat()
-            except Exception as exc:  # noqa: BLE001 - a lost beat is fine; the next one comes
+            except Exception as exc:
                 log.debug("heartbeat not sent: %r", exc)
             await asyncio.sleep(self.interval)
 
@@ -105,6 +106,7 @@ class HeartbeatMonitor:
         conn: the NATS connection.
         missed: silent intervals (of the instance's own announced interval) before it is gone.
         on_gone: called with the instance id once when it is declared gone.
+
     """
 
     def __init__(
@@ -162,5 +164,5 @@ class HeartbeatMonitor:
         if self._sub is not None:
             try:
                 await self._sub.unsubscribe()
-            except Exception as exc:  # noqa: BLE001 - closing anyway
+            except Exception as exc:
                 log.debug("heartbeat unsubscribe: %r", exc)

@@ -64,6 +64,7 @@ class NatsDelivery:
         attempt: 1-based attempt number (deliveries of this copy plus attempts spent by earlier copies).
         deliveries: how many times the server delivered this message.
         received_at: monotonic seconds of arrival.
+
     """
 
     __slots__ = ("_intake", "_last_progress", "attempt", "deliveries", "msg", "received_at", "settled", "task")
@@ -173,6 +174,7 @@ class Intake:
         max_nak_delay: longer retry delays are re-published (see `NatsDelivery.nak`).
         republish: `(task, delay)` coroutine that re-publishes a task for later (the scheduler's).
         update_consumer: apply `consumer_config` to an existing consumer that differs.
+
     """
 
     def __init__(
@@ -349,15 +351,13 @@ class Intake:
                     self._last_answer = time.monotonic()
                     await self._conn.nc.publish(nms, orjson.dumps(req), reply=self._inbox)
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.heartbeat)
-                except TimeoutError:
-                    pass
                 if self._remaining and time.monotonic() - self._last_answer > 3 * self.heartbeat:
                     await self._reset("pull request went silent")
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - supervised: reset and go on
+            except Exception as exc:
                 log.warning("intake pull loop error (%r); resubscribing", exc)
                 await self._reset(repr(exc))
                 await asyncio.sleep(min(1.0, self.heartbeat))
@@ -369,7 +369,7 @@ class Intake:
         if self._conn.connected:
             try:
                 await self._ensure_consumer()
-            except Exception as exc:  # noqa: BLE001 - tried again on the next reset
+            except Exception as exc:
                 self._consumer_ok = False
                 log.warning("intake: consumer not available (%r)", exc)
                 self._error_backoff = min(2.0, self.heartbeat)
@@ -403,7 +403,7 @@ class Intake:
             md = msg.metadata
             deliveries = md.num_delivered or 1
             self.num_pending = md.num_pending or 0
-        except Exception:  # noqa: BLE001 - not a JetStream message: cannot be acked, drop it
+        except Exception:
             log.warning("intake: ignoring a non-JetStream message on %s", msg.subject)
             return
         try:
@@ -434,7 +434,7 @@ class Intake:
         try:
             await self.dead_letter(msg, task_type, reason, error, deliveries)
             await msg.term()
-        except Exception:  # noqa: BLE001 - left to the ack wait: redelivered and tried again
+        except Exception:
             log.exception("intake: dead-lettering failed")
 
     async def dead_letter(
@@ -464,7 +464,7 @@ class Intake:
                 if not d.settled and d._last_progress <= cutoff:
                     try:
                         await d.in_progress()
-                    except Exception as exc:  # noqa: BLE001 - next round tries again
+                    except Exception as exc:
                         log.debug("progress ack failed: %r", exc)
                         break
 

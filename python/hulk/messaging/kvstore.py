@@ -53,6 +53,7 @@ class NatsStatusStore:
         replicas: bucket replicas (3 on an R3 cluster).
         storage: "file" or "memory".
         publisher: durable path for `put_nowait` (outbox while NATS is down).
+
     """
 
     def __init__(
@@ -106,7 +107,8 @@ class NatsStatusStore:
 
     async def put_nowait(self, task_id: str, record: Mapping[str, Any]) -> None:
         """Durable pipelined `put` for the hot path: through the event publisher when one is set
-        (so a result produced while NATS is down waits in the outbox), else fire-and-forget."""
+        (so a result produced while NATS is down waits in the outbox), else fire-and-forget.
+        """
         subject, data = self._prefix + _check_key(task_id), orjson.dumps(dict(record))
         if self.publisher is not None:
             await self.publisher.publish(subject, data)
@@ -134,6 +136,7 @@ class NatsStatusStore:
 
         Raises:
             TimeoutError: not terminal within `timeout` seconds.
+
         """
         key = _check_key(task_id)
         updates: asyncio.Queue[bytes] = asyncio.Queue()

@@ -54,6 +54,7 @@ class NodeSettings:
         lease_ttl: leader lease seconds.
         heartbeat_interval: seconds between heartbeats.
         version: version announced in heartbeats.
+
     """
 
     instance_id: str
@@ -81,6 +82,7 @@ class MessagingNode:
         settings: the node's settings.
         handler: receives each delivery (see `Intake`); None: this node does not take tasks.
         stats: extra heartbeat fields (queue depth, workers, breakers).
+
     """
 
     def __init__(
@@ -119,9 +121,7 @@ class MessagingNode:
         self.events = EventPublisher(self.conn, self.outbox)
         self.events.start()
         self.producer = TaskProducer(self.conn)
-        self.status = NatsStatusStore(
-            self.conn, ttl=s.status_ttl, replicas=s.streams.replicas, publisher=self.events
-        )
+        self.status = NatsStatusStore(self.conn, ttl=s.status_ttl, replicas=s.streams.replicas, publisher=self.events)
         await self.status.start()
         if s.scheduler:
             self.scheduler = Scheduler(
@@ -216,6 +216,7 @@ class SimpleExecutor:
         backoff_base: first retry delay in seconds (doubles per attempt).
         backoff_max: cap of the retry delay.
         record_status: write running/terminal records to the KV status store.
+
     """
 
     def __init__(
@@ -245,22 +246,34 @@ class SimpleExecutor:
 
     async def _run(self, d: NatsDelivery) -> None:
         node = self.node
-        assert node is not None and node.events is not None and node.status is not None
+        assert node is not None
+        assert node.events is not None
+        assert node.status is not None
         t = d.task
         fn = self.functions.get(t.type)
         started = time.time()
         if fn is None:
-            await node.events.emit("failed", task_id=t.id, task_type=t.type, tenant=t.tenant, attempt=d.attempt,
-                                   error="unknown task type")
+            await node.events.emit(
+                "failed", task_id=t.id, task_type=t.type, tenant=t.tenant, attempt=d.attempt, error="unknown task type"
+            )
             await d.term("unknown task type")
             return
         try:
             result = await fn(t.payload)
-        except Exception as exc:  # noqa: BLE001 - the task's failure, recorded below
+        except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"
             last = d.attempt >= node.settings.max_attempts
-            await node.events.emit("failed", task_id=t.id, task_type=t.type, tenant=t.tenant, attempt=d.attempt,
-                                   error=err, final=last, started=started, finished=time.time())
+            await node.events.emit(
+                "failed",
+                task_id=t.id,
+                task_type=t.type,
+                tenant=t.tenant,
+                attempt=d.attempt,
+                error=err,
+                final=last,
+                started=started,
+                finished=time.time(),
+            )
             if last:
                 if self.record_status:
                     await node.status.put_nowait(t.id, {"status": "dead", "error": err, "attempt": d.attempt})
@@ -271,8 +284,16 @@ class SimpleExecutor:
             return
         if self.record_status:
             await node.status.put_nowait(t.id, {"status": "succeeded", "result": result, "attempt": d.attempt})
-        await node.events.emit("completed", task_id=t.id, task_type=t.type, tenant=t.tenant, attempt=d.attempt,
-                               started=started, finished=time.time(), headers=d.task.headers)
+        await node.events.emit(
+            "completed",
+            task_id=t.id,
+            task_type=t.type,
+            tenant=t.tenant,
+            attempt=d.attempt,
+            started=started,
+            finished=time.time(),
+            headers=d.task.headers,
+        )
         await d.ack()
         self.completed += 1
 

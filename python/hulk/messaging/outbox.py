@@ -52,6 +52,7 @@ class Outbox:
 
     Args:
         path: directory of the RocksDB database (created if missing).
+
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -61,7 +62,7 @@ class Outbox:
         opts.create_if_missing(True)
         self._db = Rdict(str(self.path), options=opts)
         self._next = self._last_seq() + 1
-        self._count = sum(1 for _ in self._db.keys())
+        self._count = sum(1 for _ in self._db)
 
     def _last_seq(self) -> int:
         it = self._db.iter()
@@ -106,6 +107,7 @@ class Outbox:
 
         Returns:
             How many messages were replayed.
+
         """
         done = 0
         while True:

@@ -57,6 +57,7 @@ class TaskProducer:
     Args:
         conn: the NATS connection.
         timeout: seconds to wait for the stream's acknowledgement.
+
     """
 
     def __init__(self, conn: NatsConnection, *, timeout: float = 5.0) -> None:
@@ -72,6 +73,7 @@ class TaskProducer:
             IntakeFull: the intake stream refused it (full).
             nats.errors.TimeoutError: no acknowledgement in time (the task may or may not be stored;
                 submitting it again with the same idempotency key is safe).
+
         """
         try:
             ack = await self._conn.js.publish(
@@ -88,6 +90,7 @@ class TaskProducer:
 
         Raises:
             IntakeFull: one of them was refused (others may be stored).
+
         """
         results: list[SubmitResult] = []
         for start in range(0, len(tasks), window):
@@ -104,6 +107,7 @@ class EventPublisher:
         outbox: the local outbox (events are held in memory-less order there while NATS is down).
         ack_timeout: seconds to wait for a stream acknowledgement before an event goes to the outbox.
         max_in_flight: unacknowledged publishes at most; `publish` waits past it (backpressure).
+
     """
 
     def __init__(
@@ -112,9 +116,7 @@ class EventPublisher:
         self._conn = conn
         self._outbox = outbox
         self._ack_timeout = ack_timeout
-        self._in_flight: asyncio.Queue[tuple[asyncio.Future[PubAck], OutboxEntry, float]] = asyncio.Queue(
-            max_in_flight
-        )
+        self._in_flight: asyncio.Queue[tuple[asyncio.Future[PubAck], OutboxEntry, float]] = asyncio.Queue(max_in_flight)
         self._reaper: asyncio.Task[None] | None = None
         self._replayer: asyncio.Task[None] | None = None
         self._wake_replay = asyncio.Event()
@@ -174,7 +176,7 @@ class EventPublisher:
             return
         try:
             fut = await self._conn.js.publish_async(subject, payload, headers=dict(hdrs))
-        except (NatsError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, NatsError, OSError) as exc:
             log.debug("publish failed, to outbox: %r", exc)
             self._to_outbox(entry)
             return
@@ -196,7 +198,7 @@ class EventPublisher:
                 if not fut.done():
                     raise
                 self._to_outbox(entry)
-            except Exception as exc:  # noqa: BLE001 - timeout, lost connection, stream error: keep it
+            except Exception as exc:
                 log.debug("event not acknowledged, to outbox: %r", exc)
                 self._to_outbox(entry)
             finally:
@@ -216,14 +218,16 @@ class EventPublisher:
                 n = await self._outbox.replay(self._replay_batch_publish)
                 if n:
                     log.info("outbox replayed %d events", n)
-            except Exception as exc:  # noqa: BLE001 - retried on the next reconnect or outbox write
+            except Exception as exc:
                 log.debug("outbox replay interrupted: %r", exc)
                 await asyncio.sleep(0.2)
                 if self._conn.connected:
                     self._wake_replay.set()
 
     async def _replay_batch_publish(self, entry: OutboxEntry) -> None:
-        await self._conn.js.publish(entry.subject, entry.payload, timeout=self._ack_timeout, headers=dict(entry.headers))
+        await self._conn.js.publish(
+            entry.subject, entry.payload, timeout=self._ack_timeout, headers=dict(entry.headers)
+        )
         self.replayed += 1
 
     async def flush(self, timeout: float = 30.0) -> None:
@@ -232,6 +236,7 @@ class EventPublisher:
 
         Raises:
             TimeoutError: not flushed within `timeout` seconds.
+
         """
 
         async def _flush() -> None:

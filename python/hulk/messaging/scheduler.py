@@ -97,6 +97,7 @@ class PeriodicTask:
         type: task type.
         payload: JSON-serialisable arguments.
         tenant: tenant.
+
     """
 
     name: str
@@ -132,6 +133,7 @@ class LeaderLease:
         key: the lease key.
         holder: this instance's id.
         ttl: lease time to live in whole seconds (>= 1).
+
     """
 
     def __init__(self, kv: KeyValue, *, key: str, holder: str, ttl: float, js: Any) -> None:
@@ -208,6 +210,7 @@ class Scheduler:
         lease_ttl: leader lease in seconds (>= 1); a new leader takes over within two of them.
         bucket: KV bucket of the lease and the cron fire times.
         replicas: replicas of that bucket.
+
     """
 
     def __init__(
@@ -255,9 +258,7 @@ class Scheduler:
             self._kv = await js.create_key_value(
                 KeyValueConfig(bucket=self.bucket, history=1, replicas=self.replicas, storage=StorageType.FILE)
             )
-        self.lease = LeaderLease(
-            self._kv, key="scheduler.leader", holder=self.instance_id, ttl=self.lease_ttl, js=js
-        )
+        self.lease = LeaderLease(self._kv, key="scheduler.leader", holder=self.instance_id, ttl=self.lease_ttl, js=js)
         self._tasks = [asyncio.create_task(self._elect_loop(), name="hulk-scheduler-elect")]
 
     async def stop(self) -> None:
@@ -282,7 +283,7 @@ class Scheduler:
                 last_ok = time.monotonic()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - NATS away: a leader that cannot renew steps down
+            except Exception as exc:
                 log.debug("scheduler: lease round failed: %r", exc)
                 held = self.lease.held and time.monotonic() - last_ok < self.lease_ttl
                 if not held:
@@ -368,7 +369,7 @@ class Scheduler:
             try:
                 await js.publish(SUBJECT_TICK, body, headers={HDR_MSG_ID: f"tick:{interval!r}:{slot}"})
                 self.ticks += 1
-            except Exception as exc:  # noqa: BLE001 - a missed tick is not worth a storm
+            except Exception as exc:
                 log.debug("scheduler: tick %d not published: %r", slot, exc)
 
     async def _fire_loop(self) -> None:
@@ -399,7 +400,7 @@ class Scheduler:
                 with contextlib.suppress(NotFoundError, APIError):
                     await js.delete_msg(STREAM_SCHEDULER, seq)
                 self.fired += 1
-            except Exception as exc:  # noqa: BLE001 - kept; tried again next round
+            except Exception as exc:
                 log.warning("scheduler: delayed task %s not fired yet: %r", task_id, exc)
                 self._delayed[seq] = item
                 heapq.heappush(self._heap, (run_at, seq))
@@ -431,5 +432,5 @@ class Scheduler:
                 await self._conn.js.publish(intake_subject(task.type), env.body(), headers=env.to_headers())
                 await self._kv.put(key, orjson.dumps(fire))
                 self.fired += 1
-            except Exception as exc:  # noqa: BLE001 - tried again next round; the msg id dedupes
+            except Exception as exc:
                 log.warning("scheduler: periodic %s not fired yet: %r", name, exc)

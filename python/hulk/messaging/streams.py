@@ -102,6 +102,7 @@ class ConfigMismatch(HulkError):
     Attributes:
         name: the stream (or `stream/consumer`) name.
         differences: `{field: (found, wanted)}`.
+
     """
 
     def __init__(self, name: str, differences: dict[str, tuple[Any, Any]]) -> None:
@@ -116,6 +117,7 @@ def validate_task_type(task_type: str) -> str:
 
     Raises:
         ValueError: wildcards, spaces, empty tokens or other characters.
+
     """
     if not _TYPE_RE.match(task_type):
         raise ValueError(f"task_type must be dot-separated tokens of [A-Za-z0-9_-], got {task_type!r}")
@@ -153,6 +155,7 @@ class StreamSettings:
         duplicate_window: seconds within which a repeated `Nats-Msg-Id` is dropped.
         intake_max_msgs: message limit of the intake stream (-1: none); producers get an error past it.
         storage: "file" or "memory".
+
     """
 
     replicas: int = 1
@@ -265,9 +268,7 @@ def _diff(found: Any, wanted: Any, fields: Sequence[str]) -> dict[str, tuple[Any
     return out
 
 
-async def ensure_streams(
-    jsm: JetStreamManager, settings: StreamSettings, *, update: bool = False
-) -> dict[str, str]:
+async def ensure_streams(jsm: JetStreamManager, settings: StreamSettings, *, update: bool = False) -> dict[str, str]:
     """Creates hulk's streams, or checks the ones that exist (idempotent; safe from every instance).
 
     Args:
@@ -280,6 +281,7 @@ async def ensure_streams(
 
     Raises:
         ConfigMismatch: a stream differs and `update` is False (nothing is overwritten).
+
     """
     report: dict[str, str] = {}
     for cfg in stream_configs(settings):
@@ -320,6 +322,7 @@ def intake_consumer_config(
         max_ack_pending: the execution slots of all instances together.
         filter_subject: intake subjects this consumer takes.
         durable: consumer name.
+
     """
     if ack_wait <= 0:
         raise ValueError(f"ack_wait must be > 0, got {ack_wait}")
@@ -353,6 +356,7 @@ async def ensure_intake_consumer(
 
     Raises:
         ConfigMismatch: it differs and `update` is False.
+
     """
     assert config.durable_name is not None
     try:
@@ -368,4 +372,3 @@ async def ensure_intake_consumer(
     log.warning("updating consumer %s/%s: %s", stream, config.durable_name, diffs)
     await jsm.add_consumer(stream, config)
     return "updated"
-

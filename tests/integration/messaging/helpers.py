@@ -31,8 +31,14 @@ class WorkerProcess:
         root = str(Path(__file__).parents[3])
         env = {**os.environ, "PYTHONPATH": root}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(WORKER), ",".join(urls), instance, str(data_dir), str(ack_wait),
-            stdout=asyncio.subprocess.PIPE, env=env,
+            sys.executable,
+            str(WORKER),
+            ",".join(urls),
+            instance,
+            str(data_dir),
+            str(ack_wait),
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
         )
         w = cls(proc)
         assert proc.stdout is not None

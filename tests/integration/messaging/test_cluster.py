@@ -44,14 +44,21 @@ async def test_r3_cluster_node_killed_under_load_loses_nothing(cluster: NatsClus
         try:
             await ensure_streams(conn.js, streams)
             break
-        except Exception:  # noqa: BLE001
+        except Exception:
             await asyncio.sleep(0.2)
     si = await conn.js.stream_info(STREAM_TASKS)
     assert si.config.num_replicas == 3
     executor = SimpleExecutor({"noop": noop}, record_status=False)
     node = MessagingNode(
-        NodeSettings(instance_id="c1", data_dir=tmp_path / "node", connection=settings(cluster.urls),
-                     streams=streams, slots=32, ack_wait=3.0, scheduler=False),
+        NodeSettings(
+            instance_id="c1",
+            data_dir=tmp_path / "node",
+            connection=settings(cluster.urls),
+            streams=streams,
+            slots=32,
+            ack_wait=3.0,
+            scheduler=False,
+        ),
         executor,
     )
     executor.bind(node)

@@ -42,15 +42,17 @@ async def noop(payload: object) -> object:
     return payload
 
 
-async def test_nats_down_5s_under_load_loses_nothing(nats_server: NatsServer, conn: NatsConnection,
-                                                     tmp_path: Path) -> None:
+async def test_nats_down_5s_under_load_loses_nothing(
+    nats_server: NatsServer, conn: NatsConnection, tmp_path: Path
+) -> None:
     executor = SimpleExecutor({"noop": noop})
     node = MessagingNode(
         NodeSettings(
             instance_id="n1",
             data_dir=tmp_path / "node",
-            connection=ConnectionSettings(urls=(nats_server.url,), reconnect_base=0.05, reconnect_max=0.3,
-                                          ping_interval=1.0),
+            connection=ConnectionSettings(
+                urls=(nats_server.url,), reconnect_base=0.05, reconnect_max=0.3, ping_interval=1.0
+            ),
             slots=16,
             ack_wait=2.0,
             scheduler=False,

@@ -18,8 +18,9 @@ from tests.nats_servers import NatsServer
 Work = Callable[[NatsDelivery], Awaitable[None]]
 
 
-def make_intake(conn: NatsConnection, work: Work, *, slots: int = 8, ack_wait: float = 5.0, attempts: int = 3,
-                **kwargs: object) -> Intake:
+def make_intake(
+    conn: NatsConnection, work: Work, *, slots: int = 8, ack_wait: float = 5.0, attempts: int = 3, **kwargs: object
+) -> Intake:
     tasks: set[asyncio.Task[None]] = set()
 
     def handler(d: NatsDelivery) -> None:
@@ -28,8 +29,16 @@ def make_intake(conn: NatsConnection, work: Work, *, slots: int = 8, ack_wait: f
         t.add_done_callback(tasks.discard)
 
     cfg = intake_consumer_config(ack_wait=ack_wait, max_deliver=attempts + 1, max_ack_pending=64)
-    return Intake(conn, handler, slots=slots, consumer_config=cfg, max_attempts=attempts, heartbeat=0.25,
-                  pull_expires=2.0, **kwargs)  # type: ignore[arg-type]
+    return Intake(
+        conn,
+        handler,
+        slots=slots,
+        consumer_config=cfg,
+        max_attempts=attempts,
+        heartbeat=0.25,
+        pull_expires=2.0,
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 async def dead_letters(conn: NatsConnection, subject: str, n: int) -> list[tuple[bytes, dict[str, str]]]:
@@ -69,8 +78,10 @@ async def test_ten_thousand_tasks_two_instances_each_once(make_conn: ConnFactory
     for it in intakes:
         assert await it.drain(5)
         await it.stop()
-    assert len(seen) == n and set(seen.values()) == {1}
-    assert per_instance[0] > 0 and per_instance[1] > 0
+    assert len(seen) == n
+    assert set(seen.values()) == {1}
+    assert per_instance[0] > 0
+    assert per_instance[1] > 0
     si = await conn.js.stream_info(STREAM_TASKS)
     assert si.state.messages == 0
 
@@ -96,7 +107,8 @@ async def test_fetches_only_for_free_slots(conn: NatsConnection) -> None:
     await asyncio.wait_for(started.wait(), 10)
     info = await conn.js.consumer_info(STREAM_TASKS, "hulk-workers")
     assert info.num_ack_pending == 3
-    assert intake.owned == 3 and intake.free_slots == 0
+    assert intake.owned == 3
+    assert intake.free_slots == 0
     assert intake.healthy
     gate.set()
     while intake.received < 20:
