@@ -6,7 +6,7 @@ Every time-dependent method takes an optional `now` (monotonic seconds, see `mon
 """
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final, Literal, Self, TypedDict, final
 
 __version__: Final[str]
 build_profile: Final[Literal["debug", "release"]]
@@ -44,10 +44,11 @@ class _HistogramSnapshot(TypedDict):
     sum: float
     count: int
 
+@final
 class Counter:
     """An atomic counter bumped on the hot path and read at scrape time."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Self: ...
     def inc(self, amount: int = 1) -> None:
         """Adds `amount` (default 1)."""
 
@@ -55,10 +56,11 @@ class Counter:
     def value(self) -> int:
         """The current value."""
 
+@final
 class Histogram:
     """A fixed-bucket histogram filled on the hot path and read at scrape time."""
 
-    def __init__(self, *, buckets: list[float]) -> None: ...
+    def __new__(cls, *, buckets: list[float]) -> Self: ...
     def observe(self, value: float) -> None:
         """Records one observation; raises ValueError for NaN."""
 
@@ -72,14 +74,18 @@ class _QueueStats(TypedDict):
     popped: int
     rejected: int
 
+@final
 class BoundedQueue:
     """Lock-free bounded MPMC FIFO of Python objects (crossbeam ArrayQueue).
 
+    `try_push`, `try_pop`, `push_many` and `pop_many` never block and stay attached to the GIL;
+    `push` and `pop` release the GIL while they wait.
+
     Args:
-        capacity: maximum number of items, >= 1 (ValueError otherwise).
+        capacity: maximum number of items, 1 to 2**26 (ValueError otherwise).
     """
 
-    def __init__(self, capacity: int) -> None: ...
+    def __new__(cls, capacity: int) -> Self: ...
     @property
     def capacity(self) -> int:
         """Maximum number of items."""
@@ -90,17 +96,21 @@ class BoundedQueue:
 
     def __len__(self) -> int: ...
     def try_push(self, item: object) -> bool:
-        """Appends `item`; False when full (backpressure). Raises QueueClosed when closed."""
+        """Appends `item`; False when full (backpressure, counted as rejected). Raises QueueClosed when closed."""
 
     def try_pop(self) -> Any:
-        """Removes the oldest item; raises QueueEmpty when empty (None is a valid item)."""
+        """Removes the oldest item; raises QueueEmpty when empty (None is a valid item).
+
+        Raises QueueClosed instead when the queue is closed and drained.
+        """
 
     def push(self, item: object, timeout: float | None = None) -> None:
         """Appends, waiting up to `timeout` seconds (None: forever) for room. Releases the GIL while waiting.
 
         Raises:
-            QueueFull: still full after `timeout`.
+            QueueFull: still full after `timeout` (counted as rejected).
             QueueClosed: the queue is (or gets) closed.
+            ValueError: `timeout` is negative, NaN or infinite.
         """
 
     def pop(self, timeout: float | None = None) -> Any:
@@ -109,27 +119,42 @@ class BoundedQueue:
         Raises:
             QueueEmpty: still empty after `timeout`.
             QueueClosed: the queue is closed and drained.
+            ValueError: `timeout` is negative, NaN or infinite.
         """
 
     def push_many(self, items: Iterable[object]) -> int:
-        """Appends items in order until full; returns how many were accepted. Raises QueueClosed."""
+        """Appends items in order until full; returns how many were accepted. Raises QueueClosed.
+
+        The items that did not fit are not queued and count as rejected; an iterable other than a
+        list or tuple is read to its end first.
+        """
 
     def pop_many(self, max_items: int) -> list[Any]:
-        """Removes up to `max_items` items (may return an empty list)."""
+        """Removes up to `max_items` items (may return an empty list).
+
+        Raises:
+            ValueError: `max_items` < 1.
+            QueueClosed: the queue is closed and drained.
+        """
 
     def close(self) -> None:
-        """Closes the queue: waiters wake, pushes raise QueueClosed, remaining items can be popped."""
+        """Closes the queue: waiters wake, pushes raise QueueClosed, remaining items can be popped.
+
+        A push running concurrently with `close()` may still land; its item stays poppable.
+        """
 
     def add_waiter(self, callback: Callable[[], object]) -> bool:
         """Registers a one-shot callback run after the next push or close.
 
         Returns False, registering nothing, when the queue is already non-empty or closed, so the
-        caller pops again instead of waiting. The callback runs on the pushing thread with the GIL
-        held; asyncio consumers pass `loop.call_soon_threadsafe`-based callbacks (see `pop_async`).
+        caller pops again instead of waiting. Every registered callback runs on the next push, on
+        the pushing thread with the GIL held (an exception is reported as unraisable); asyncio
+        consumers use `pop_async`, which registers one callback per event loop. Raises TypeError
+        when `callback` is not callable.
         """
 
     def stats(self) -> _QueueStats:
-        """Counters: items pushed, popped and rejected (full)."""
+        """Counters: items pushed, popped and rejected (refused because the queue was full)."""
 
 # --- BackoffScheduler ----------------------------------------------------------------------------
 
@@ -222,7 +247,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> _BreakerState:
-        """"closed", "open" or "half_open" (reading it applies a due OPEN -> HALF_OPEN move)."""
+        """The state: "closed", "open" or "half_open" (reading it applies a due OPEN -> HALF_OPEN move)."""
 
     def allow(self, now: float | None = None) -> bool:
         """Asks permission for one call (counting half-open probes); False counts as rejected."""
