@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from hulk.messaging import _tracing
+from hulk.observability import tracing as _tracing
 from hulk.messaging.streams import validate_task_type
 
 __all__ = [

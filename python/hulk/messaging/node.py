@@ -47,7 +47,9 @@ class NodeSettings:
         slots: execution slots of this instance.
         cluster_slots: `max_ack_pending` of the shared consumer: the slots of all instances.
         ack_wait: seconds before an unacknowledged task is redelivered.
-        max_attempts: attempts per task (server `max_deliver` is one more).
+        max_attempts: attempts per task.
+        max_deliver: the consumer's delivery cap (default `max_attempts + 1`: the extra delivery
+            dead-letters a task whose last attempt crashed its instance).
         status_ttl: seconds task records live in KV.
         scheduler: compete for the scheduler's leadership.
         tick_interval: seconds between scheduler ticks.
@@ -67,6 +69,7 @@ class NodeSettings:
     cluster_slots: int = 1024
     ack_wait: float = 30.0
     max_attempts: int = 3
+    max_deliver: int | None = None
     status_ttl: float = 24 * 3600.0
     scheduler: bool = True
     tick_interval: float = 1.0
@@ -134,7 +137,9 @@ class MessagingNode:
             await self.scheduler.start()
         if self._handler is not None:
             cfg = intake_consumer_config(
-                ack_wait=s.ack_wait, max_deliver=s.max_attempts + 1, max_ack_pending=max(s.cluster_slots, s.slots)
+                ack_wait=s.ack_wait,
+                max_deliver=s.max_deliver or s.max_attempts + 1,
+                max_ack_pending=max(s.cluster_slots, s.slots),
             )
             self.intake = Intake(
                 self.conn,

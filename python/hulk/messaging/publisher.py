@@ -27,7 +27,7 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError
 
 from hulk.errors import HulkError
-from hulk.messaging import _tracing
+from hulk.observability import tracing as _tracing
 from hulk.messaging.connection import NatsConnection
 from hulk.messaging.envelope import HDR_MSG_ID, TaskEnvelope
 from hulk.messaging.outbox import Outbox, OutboxEntry
