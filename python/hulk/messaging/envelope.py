@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from hulk.observability import tracing as _tracing
 from hulk.messaging.streams import validate_task_type
+from hulk.observability import tracing as _tracing
 
 __all__ = [
     "HDR_ATTEMPT_OFFSET",

@@ -106,8 +106,10 @@ class NatsStatusStore:
         return await self.kv.put(_check_key(task_id), orjson.dumps(dict(record)))
 
     async def put_nowait(self, task_id: str, record: Mapping[str, Any]) -> None:
-        """Durable pipelined `put` for the hot path: through the event publisher when one is set
-        (so a result produced while NATS is down waits in the outbox), else fire-and-forget.
+        """Durable pipelined `put` for the hot path.
+
+        Goes through the event publisher when one is set (so a result produced while NATS is down
+        waits in the outbox), else is sent without waiting for the acknowledgement.
         """
         subject, data = self._prefix + _check_key(task_id), orjson.dumps(dict(record))
         if self.publisher is not None:

@@ -1,5 +1,6 @@
-"""One instance's messaging layer, assembled: server (embedded or not), streams, intake, events, KV,
-scheduler, heartbeat, with start / ready / drain / stop.
+"""One instance's messaging layer, assembled, with start / ready / drain / stop.
+
+Server (embedded or not), streams, intake, events, KV status store, scheduler and heartbeat.
 
 `MessagingNode` wires the pieces; what runs a task is the `handler` given to it (the engine's pool
 in the runtime). `SimpleExecutor` is a small handler that runs async functions by task type, for
@@ -245,6 +246,7 @@ class SimpleExecutor:
         self.node = node
 
     def __call__(self, delivery: NatsDelivery) -> None:
+        """Runs `delivery` in its own asyncio task (the intake's handler)."""
         task = asyncio.create_task(self._run(delivery))
         self._running.add(task)
         task.add_done_callback(self._running.discard)

@@ -13,6 +13,7 @@ import struct
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import orjson
 from rocksdict import Options, Rdict
@@ -62,7 +63,7 @@ class Outbox:
         opts.create_if_missing(True)
         self._db = Rdict(str(self.path), options=opts)
         self._next = self._last_seq() + 1
-        self._count = sum(1 for _ in self._db)
+        self._count = sum(1 for _ in self._db.items())
 
     def _last_seq(self) -> int:
         it = self._db.iter()
@@ -85,12 +86,10 @@ class Outbox:
 
     def entries(self, limit: int | None = None) -> Iterator[OutboxEntry]:
         """The stored messages, oldest first (at most `limit`)."""
-        n = 0
-        for key, raw in self._db.items():
+        for n, (key, raw) in enumerate(self._db.items()):
             if limit is not None and n >= limit:
                 return
-            yield _decode(int(_SEQ.unpack(key)[0]), raw)
-            n += 1
+            yield _decode(int(_SEQ.unpack(cast(bytes, key))[0]), cast(bytes, raw))
 
     def remove(self, seq: int) -> None:
         """Deletes one message (after NATS acknowledged it)."""

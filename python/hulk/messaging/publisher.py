@@ -27,11 +27,11 @@ from nats.js.api import PubAck
 from nats.js.errors import APIError
 
 from hulk.errors import HulkError
-from hulk.observability import tracing as _tracing
 from hulk.messaging.connection import NatsConnection
 from hulk.messaging.envelope import HDR_MSG_ID, TaskEnvelope
 from hulk.messaging.outbox import Outbox, OutboxEntry
 from hulk.messaging.streams import event_subject, intake_subject
+from hulk.observability import tracing as _tracing
 
 __all__ = ["EventPublisher", "IntakeFull", "SubmitResult", "TaskProducer"]
 
@@ -231,8 +231,7 @@ class EventPublisher:
         self.replayed += 1
 
     async def flush(self, timeout: float = 30.0) -> None:
-        """Waits until every in-flight publish is acknowledged (or outboxed) and, when connected,
-        the outbox is empty.
+        """Waits until every in-flight publish is settled and, when connected, the outbox is empty.
 
         Raises:
             TimeoutError: not flushed within `timeout` seconds.

@@ -394,7 +394,7 @@ class Scheduler:
             task_type = hdrs.get("Hulk-Task-Type", "")
             task_id = hdrs.get("Hulk-Task-Id", "")
             hdrs.pop(HDR_RUN_AT, None)
-            hdrs[HDR_MSG_ID] = hdrs.pop(HDR_IDEMPOTENCY, None) or f"{task_id}:at:{run_at!r}"
+            hdrs[HDR_MSG_ID] = hdrs.pop(HDR_IDEMPOTENCY, "") or f"{task_id}:at:{run_at!r}"
             try:
                 await js.publish(intake_subject(task_type), msg.data, headers=hdrs)
                 with contextlib.suppress(NotFoundError, APIError):

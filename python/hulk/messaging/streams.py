@@ -7,7 +7,7 @@ docs/messaging.md). No subject is bound to two streams.
 | stream                 | blueprint              | subjects                                             | retention  |
 |------------------------|------------------------|------------------------------------------------------|------------|
 | `HULK_ENGINE_TASKS`    | `hulk.engine.tasks`    | `hulk.intake.>` (one subject per task type)          | work queue |
-| `HULK_ENGINE_EVENTS`   | `hulk.engine.events`   | `hulk.task.*`, `hulk.scheduler.tick`, `hulk.runtime.health` | limits |
+| `HULK_ENGINE_EVENTS`   | `hulk.engine.events`   | `hulk.task.*`, `hulk.scheduler.tick`, `...health`    | limits     |
 | `HULK_SCHEDULER_QUEUE` | `hulk.scheduler.queue` | `hulk.scheduler.delayed.*`, `hulk.scheduler.cron.*`  | limits     |
 | `HULK_ERRORS`          | `hulk.errors`          | `hulk.errors.dead.>`, `hulk.errors.poison`           | limits     |
 """

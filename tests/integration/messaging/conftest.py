@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,10 +33,10 @@ async def make_conn(nats_server: NatsServer) -> AsyncIterator[ConnFactory]:
     """Connects to the test server (reconnecting fast); closes every connection after the test."""
     made: list[NatsConnection] = []
 
-    async def make(**kwargs: object) -> NatsConnection:
+    async def make(**kwargs: Any) -> NatsConnection:
         settings = ConnectionSettings(
             urls=(nats_server.url,), reconnect_base=0.05, reconnect_max=0.5, ping_interval=1.0, **kwargs
-        )  # type: ignore[arg-type]
+        )
         conn = NatsConnection(settings)
         await conn.connect(timeout=10)
         made.append(conn)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -98,3 +99,15 @@ async def completed_events(conn: NatsConnection, ids: set[str], timeout: float) 
     finally:
         await sub.unsubscribe()
     return out
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float) -> None:
+    """Polls `predicate` until it holds; TimeoutError after `timeout` seconds."""
+
+    async def poll() -> None:
+        while True:
+            if predicate():
+                return
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)

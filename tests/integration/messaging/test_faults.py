@@ -10,7 +10,7 @@ from hulk.messaging.connection import ConnectionSettings, NatsConnection
 from hulk.messaging.envelope import TaskEnvelope
 from hulk.messaging.node import MessagingNode, NodeSettings, SimpleExecutor
 from hulk.messaging.publisher import TaskProducer
-from tests.integration.messaging.helpers import WorkerProcess, completed_events
+from tests.integration.messaging.helpers import WorkerProcess, completed_events, eventually
 from tests.nats_servers import NatsServer
 
 pytestmark = pytest.mark.slow
@@ -77,16 +77,13 @@ async def test_nats_down_5s_under_load_loses_nothing(
 
     prod = asyncio.create_task(produce())
     try:
-        while executor.completed < 200:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: executor.completed >= 200, 20)
         await nats_server.stop_async()
-        while node.ready:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: not node.ready, 10)
         await asyncio.sleep(5.0)  # the outage itself
         await nats_server.start_async()
         await conn.wait_connected(20)
-        while executor.completed < len(accepted) // 2 + 400:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: executor.completed >= len(accepted) // 2 + 400, 30)
         stop.set()
         await prod
         events = await completed_events(conn, accepted, 45)

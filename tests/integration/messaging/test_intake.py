@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import orjson
 import pytest
@@ -13,13 +14,14 @@ from hulk.messaging.intake import Intake, NatsDelivery, consumer_exists
 from hulk.messaging.publisher import TaskProducer
 from hulk.messaging.streams import STREAM_TASKS, intake_consumer_config
 from tests.integration.messaging.conftest import ConnFactory
+from tests.integration.messaging.helpers import eventually
 from tests.nats_servers import NatsServer
 
-Work = Callable[[NatsDelivery], Awaitable[None]]
+Work = Callable[[NatsDelivery], Coroutine[Any, Any, None]]
 
 
 def make_intake(
-    conn: NatsConnection, work: Work, *, slots: int = 8, ack_wait: float = 5.0, attempts: int = 3, **kwargs: object
+    conn: NatsConnection, work: Work, *, slots: int = 8, ack_wait: float = 5.0, attempts: int = 3, **kwargs: Any
 ) -> Intake:
     tasks: set[asyncio.Task[None]] = set()
 
@@ -38,7 +40,7 @@ def make_intake(
         heartbeat=0.25,
         pull_expires=2.0,
         **kwargs,
-    )  # type: ignore[arg-type]
+    )
 
 
 async def dead_letters(conn: NatsConnection, subject: str, n: int) -> list[tuple[bytes, dict[str, str]]]:
@@ -111,8 +113,7 @@ async def test_fetches_only_for_free_slots(conn: NatsConnection) -> None:
     assert intake.free_slots == 0
     assert intake.healthy
     gate.set()
-    while intake.received < 20:
-        await asyncio.sleep(0.05)
+    await eventually(lambda: intake.received >= 20, 10)
     assert await intake.drain(10)
     assert high <= 3
     await intake.stop()

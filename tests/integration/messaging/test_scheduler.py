@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import time
 
 import orjson
@@ -11,14 +10,7 @@ from hulk.messaging.envelope import TaskEnvelope
 from hulk.messaging.scheduler import PeriodicTask, Scheduler, schedule_task
 from hulk.messaging.streams import STREAM_SCHEDULER, STREAM_TASKS
 from tests.integration.messaging.conftest import ConnFactory
-
-
-async def wait_for(predicate: object, timeout: float) -> None:
-    async def poll() -> None:
-        while not predicate():  # type: ignore[operator]
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(poll(), timeout)
+from tests.integration.messaging.helpers import eventually
 
 
 async def test_one_leader_and_failover_within_two_leases(make_conn: ConnFactory, conn: NatsConnection) -> None:
@@ -28,7 +20,7 @@ async def test_one_leader_and_failover_within_two_leases(make_conn: ConnFactory,
         s = Scheduler(c, instance_id=f"i{i}", tick_interval=0.2, lease_ttl=1.0)
         await s.start()
         scheds.append(s)
-    await wait_for(lambda: sum(s.is_leader for s in scheds) == 1, 5)
+    await eventually(lambda: sum(s.is_leader for s in scheds) == 1, 5)
     leader = next(s for s in scheds if s.is_leader)
     assert scheds[0].lease is not None
     assert await scheds[0].lease.current_holder() == leader.instance_id
@@ -39,7 +31,7 @@ async def test_one_leader_and_failover_within_two_leases(make_conn: ConnFactory,
     leader.lease.revision = None  # type: ignore[union-attr]
     lost_at = time.monotonic()
     others = [s for s in scheds if s is not leader]
-    await wait_for(lambda: sum(s.is_leader for s in others) == 1, 5)
+    await eventually(lambda: sum(s.is_leader for s in others) == 1, 5)
     assert time.monotonic() - lost_at < 2 * 1.0 + 1.0  # two lease periods (+ one poll round)
     for s in scheds:
         await s.stop()
@@ -51,10 +43,10 @@ async def test_ticks_are_not_duplicated_in_split_brain(make_conn: ConnFactory, c
     await a.start()
     await b.start()
     # Force both to act as leader at once.
-    await wait_for(lambda: a.is_leader or b.is_leader, 5)
+    await eventually(lambda: a.is_leader or b.is_leader, 5)
     follower = b if a.is_leader else a
     await follower._step_up()
-    await wait_for(lambda: a.ticks >= 5 and b.ticks >= 5, 10)
+    await eventually(lambda: a.ticks >= 5 and b.ticks >= 5, 10)
     await follower._step_down()
     await a.stop()
     await b.stop()
@@ -80,7 +72,7 @@ async def test_delayed_tasks_survive_restart_of_every_instance(make_conn: ConnFa
     assert si.state.messages == 6
     s = Scheduler(await make_conn(), instance_id="x", tick_interval=1, lease_ttl=1.0)
     await s.start()
-    await wait_for(lambda: s.fired == 5, 10)
+    await eventually(lambda: s.fired == 5, 10)
     si = await conn.js.stream_info(STREAM_TASKS)
     assert si.state.messages == 5
     si = await conn.js.stream_info(STREAM_SCHEDULER)
@@ -96,7 +88,7 @@ async def test_periodic_task_fires_once_per_period_across_instances(
         await s.start()
     await scheds[0].add_periodic(PeriodicTask(name="every-sec", cron="* * * * * *", type="beat"))
     start = time.time()
-    await wait_for(lambda: sum(s.fired for s in scheds) >= 3, 10)
+    await eventually(lambda: sum(s.fired for s in scheds) >= 3, 10)
     await scheds[0].remove_periodic("every-sec")
     for s in scheds:
         await s.stop()
