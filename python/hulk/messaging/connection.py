@@ -180,12 +180,17 @@ class NatsConnection:
         while True:
             nc = Client()
             try:
-                await nc.connect(
-                    **self.settings.connect_options(),
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    reconnect_to_server_handler=self._pick_server,
+                # With unlimited reconnects nats-py's first connect retries forever on its own;
+                # bound it so this loop's backoff, logging and timeout apply.
+                await asyncio.wait_for(
+                    nc.connect(
+                        **self.settings.connect_options(),
+                        error_cb=self._on_error,
+                        disconnected_cb=self._on_disconnected,
+                        reconnected_cb=self._on_reconnected,
+                        reconnect_to_server_handler=self._pick_server,
+                    ),
+                    self.settings.connect_timeout * len(self.settings.urls) + 1.0,
                 )
             except Exception as exc:
                 await nc.close()

@@ -154,7 +154,15 @@ class NatsStatusStore:
                 if current is not None and current.get("status") in TERMINAL_STATUSES:
                     return current
                 while True:
-                    data = await updates.get()
+                    try:
+                        data = await asyncio.wait_for(updates.get(), 1.0)
+                    except TimeoutError:
+                        # A write published just before the subscription may be stored only after
+                        # the first read: read again now and then.
+                        current = await self.get(key)
+                        if current is not None and current.get("status") in TERMINAL_STATUSES:
+                            return current
+                        continue
                     if not data:
                         continue
                     record: dict[str, Any] = orjson.loads(data)
