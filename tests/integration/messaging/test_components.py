@@ -101,9 +101,11 @@ async def test_node_embedded_end_to_end(tmp_path: Path) -> None:
     executor.bind(node)
     await node.start()
     try:
-        assert node.server is not None and node.server.running
+        assert node.server is not None
+        assert node.server.running
         await eventually(lambda: node.ready, 10)
-        assert node.producer is not None and node.status is not None
+        assert node.producer is not None
+        assert node.status is not None
         await node.producer.submit(TaskEnvelope(type="ok", id="e-ok", payload=7))
         await node.producer.submit(TaskEnvelope(type="boom", id="e-boom"))
         await node.producer.submit(TaskEnvelope(type="unknown", id="e-unknown"))
@@ -120,7 +122,8 @@ async def test_node_embedded_end_to_end(tmp_path: Path) -> None:
         await executor.wait_idle()
     finally:
         await node.stop()
-    assert node.server is not None and not node.server.running
+    assert node.server is not None
+    assert not node.server.running
 
 
 async def test_events_go_to_the_outbox_while_disconnected(
@@ -181,7 +184,8 @@ def test_embedded_server_errors(tmp_path: Path) -> None:
     srv.start()
     pid = srv.pid
     srv.restart()
-    assert srv.pid != pid and srv.running
+    assert srv.pid != pid
+    assert srv.running
     srv.kill()
     srv.stop()
     assert not srv.running
@@ -198,9 +202,11 @@ def test_connection_options() -> None:
     )
     opts = s.connect_options()
     assert opts["servers"] == ["nats://a:1", "nats://b:2"]
-    assert opts["user"] == "u" and opts["password"] == "p"
+    assert opts["user"] == "u"
+    assert opts["password"] == "p"
     assert opts["user_credentials"] == "/c.creds"
-    assert opts["tls_hostname"] == "h" and opts["no_echo"] is True
+    assert opts["tls_hostname"] == "h"
+    assert opts["no_echo"] is True
     assert opts["max_reconnect_attempts"] == -1
     assert ConnectionSettings(token="t").connect_options()["token"] == "t"
     assert s.tls_context() is None
@@ -213,9 +219,13 @@ def test_connection_options() -> None:
 def test_envelope_and_subjects() -> None:
     t = TaskEnvelope(type="a.b", payload={"x": 1}, tenant="t1", attempt_offset=2, headers={"traceparent": "00-x"})
     h = t.to_headers()
-    assert h["Nats-Msg-Id"] == t.id and h["Hulk-Attempt-Offset"] == "2" and h["traceparent"] == "00-x"
+    assert h["Nats-Msg-Id"] == t.id
+    assert h["Hulk-Attempt-Offset"] == "2"
+    assert h["traceparent"] == "00-x"
     back = TaskEnvelope.decode(t.body(), h)
-    assert back.payload == {"x": 1} and back.attempt_offset == 2 and back.tenant == "t1"
+    assert back.payload == {"x": 1}
+    assert back.attempt_offset == 2
+    assert back.tenant == "t1"
     for bad in (b"nope", b"[1]", b'{"id": 1, "type": "x"}'):
         with pytest.raises(PoisonMessage):
             TaskEnvelope.decode(bad, None)
