@@ -83,6 +83,9 @@ class ConnectionSettings:
             "ping_interval": self.ping_interval,
             "max_outstanding_pings": 2,
             "pending_size": self.pending_size,
+            # Subjects are built and checked by hulk (streams.py); nats-py's per-publish regex
+            # check would cost the hot path a match per ack.
+            "skip_subject_validation": True,
         }
         if self.user is not None:
             opts["user"] = self.user

@@ -1,10 +1,12 @@
 """The wire format of a task on NATS: a JSON body and a few headers.
 
 Body (JSON): `{"id", "type", "tenant", "payload", "created_at"}`. Headers: `Nats-Msg-Id` (the
-idempotency key: the server drops a duplicate within the stream's duplicate window), `Hulk-Task-Id`,
-`Hulk-Task-Type`, `Hulk-Tenant`, `traceparent` (W3C), and `Hulk-Attempt-Offset` when a copy was
+idempotency key: the server drops a duplicate within the stream's duplicate window), `traceparent`
+(W3C), and `Hulk-Attempt-Offset` when a copy was
 re-published (deferred by an open breaker, or retried after a long delay) so attempts keep counting
-from where they were.
+from where they were. Id, type and tenant travel in the body only (every header costs the consumer
+parsing time); dead letters and scheduler entries add them as `Hulk-Task-Id`, `Hulk-Task-Type`,
+`Hulk-Tenant` headers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 from hulk.messaging.streams import validate_task_type
 from hulk.observability import tracing as _tracing
@@ -27,6 +30,7 @@ __all__ = [
     "HDR_TENANT",
     "PoisonMessage",
     "TaskEnvelope",
+    "inject_trace",
 ]
 
 HDR_MSG_ID = "Nats-Msg-Id"
@@ -37,6 +41,24 @@ HDR_ATTEMPT_OFFSET = "Hulk-Attempt-Offset"
 HDR_REASON = "Hulk-Dead-Reason"
 HDR_ERROR = "Hulk-Last-Error"
 HDR_DELIVERIES = "Hulk-Deliveries"
+
+
+def inject_trace(headers: dict[str, str]) -> None:
+    """Adds the current span's `traceparent` to `headers`, unless they carry one or no span is active."""
+    # The W3C propagator costs microseconds even with no span: skip it when there is none.
+    if "traceparent" not in headers and trace.get_current_span().get_span_context().is_valid:
+        _tracing.inject(headers)
+
+
+def _trace_headers(hdrs: dict[str, str]) -> dict[str, str]:
+    tp = hdrs.get("traceparent")
+    if tp is None:
+        return {}
+    out = {"traceparent": tp}
+    ts = hdrs.get("tracestate")
+    if ts is not None:
+        out["tracestate"] = ts
+    return out
 
 
 class PoisonMessage(ValueError):
@@ -92,13 +114,10 @@ class TaskEnvelope:
         """The headers of a publish (with the current trace context when `trace`)."""
         hdrs = dict(self.headers)
         hdrs[HDR_MSG_ID] = self.msg_id
-        hdrs[HDR_TASK_ID] = self.id
-        hdrs[HDR_TASK_TYPE] = self.type
-        hdrs[HDR_TENANT] = self.tenant
         if self.attempt_offset:
             hdrs[HDR_ATTEMPT_OFFSET] = str(self.attempt_offset)
-        if trace and "traceparent" not in hdrs:
-            _tracing.inject(hdrs)
+        if trace:
+            inject_trace(hdrs)
         return hdrs
 
     @classmethod
@@ -118,7 +137,7 @@ class TaskEnvelope:
         task_id, task_type = body.get("id"), body.get("type")
         if not isinstance(task_id, str) or not task_id or not isinstance(task_type, str):
             raise PoisonMessage("body lacks a string 'id' and 'type'")
-        hdrs = dict(headers or {})
+        hdrs = headers or {}
         try:
             offset = int(hdrs.get(HDR_ATTEMPT_OFFSET, "0"))
             return cls(
@@ -129,7 +148,7 @@ class TaskEnvelope:
                 idempotency_key=hdrs.get(HDR_MSG_ID),
                 created_at=float(body.get("created_at") or 0.0),
                 attempt_offset=offset,
-                headers={k: v for k, v in hdrs.items() if k in ("traceparent", "tracestate")},
+                headers=_trace_headers(hdrs),
             )
         except ValueError as exc:
             raise PoisonMessage(str(exc)) from None

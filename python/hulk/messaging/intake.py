@@ -38,6 +38,9 @@ from hulk.messaging.envelope import (
     HDR_ERROR,
     HDR_MSG_ID,
     HDR_REASON,
+    HDR_TASK_ID,
+    HDR_TASK_TYPE,
+    HDR_TENANT,
     PoisonMessage,
     TaskEnvelope,
 )
@@ -54,6 +57,25 @@ log = logging.getLogger("hulk.messaging")
 
 Handler = Callable[["NatsDelivery"], Awaitable[None] | None]
 Republisher = Callable[[TaskEnvelope, float], Awaitable[None]]
+
+
+def _ack_reply_counts(reply: str | None) -> tuple[int, int] | None:
+    """(deliveries, pending) from a JetStream ack subject, without building nats-py's metadata.
+
+    `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>` (9 tokens), or the
+    12-token form with domain and account hash before the stream.
+    """
+    if not reply or not reply.startswith("$JS.ACK."):
+        return None
+    tokens = reply.split(".")
+    try:
+        if len(tokens) == 9:
+            return int(tokens[4]), int(tokens[8])
+        if len(tokens) >= 11:
+            return int(tokens[6]), int(tokens[10])
+    except ValueError:
+        return None
+    return None
 
 
 class NatsDelivery:
@@ -147,7 +169,7 @@ class NatsDelivery:
         """Dead-letters the task (original headers, reason, last error) and terminates the message."""
         if not self._settle():
             return
-        await self._intake.dead_letter(self.msg, self.task.type, reason, error, self.deliveries)
+        await self._intake.dead_letter(self.msg, self.task, reason, error, self.deliveries)
         await self.msg.term()
 
     async def in_progress(self) -> None:
@@ -399,13 +421,11 @@ class Intake:
         await self._dispatch(msg)
 
     async def _dispatch(self, msg: Msg) -> None:
-        try:
-            md = msg.metadata
-            deliveries = md.num_delivered or 1
-            self.num_pending = md.num_pending or 0
-        except Exception:
+        parsed = _ack_reply_counts(msg.reply)
+        if parsed is None:
             log.warning("intake: ignoring a non-JetStream message on %s", msg.subject)
             return
+        deliveries, self.num_pending = parsed
         try:
             task = TaskEnvelope.decode(msg.data, msg.headers)
         except (PoisonMessage, ValueError) as exc:
@@ -413,7 +433,7 @@ class Intake:
             return
         delivery = NatsDelivery(self, msg, task, deliveries)
         if delivery.attempt > self.max_attempts:
-            await self._settle_dead(msg, task.type, "delivery limit reached", None, deliveries)
+            await self._settle_dead(msg, task, "delivery limit reached", None, deliveries)
             return
         self._owned.add(delivery)
         self._idle.clear()
@@ -429,27 +449,31 @@ class Intake:
             del exc
 
     async def _settle_dead(
-        self, msg: Msg, task_type: str | None, reason: str, error: str | None, deliveries: int
+        self, msg: Msg, task: TaskEnvelope | None, reason: str, error: str | None, deliveries: int
     ) -> None:
         try:
-            await self.dead_letter(msg, task_type, reason, error, deliveries)
+            await self.dead_letter(msg, task, reason, error, deliveries)
             await msg.term()
         except Exception:
             log.exception("intake: dead-lettering failed")
 
     async def dead_letter(
-        self, msg: Msg, task_type: str | None, reason: str, error: str | None, deliveries: int
+        self, msg: Msg, task: TaskEnvelope | None, reason: str, error: str | None, deliveries: int
     ) -> None:
         """Publishes `msg` to the dead-letter subject with its headers, reason and last error."""
         hdrs: dict[str, Any] = dict(msg.headers or {})
         original_id = hdrs.get(HDR_MSG_ID) or f"seq{msg.metadata.sequence.stream}"
         hdrs[HDR_MSG_ID] = f"dead:{original_id}"
         hdrs[HDR_REASON] = reason
+        if task is not None:
+            hdrs[HDR_TASK_ID] = task.id
+            hdrs[HDR_TASK_TYPE] = task.type
+            hdrs[HDR_TENANT] = task.tenant
         hdrs[HDR_DELIVERIES] = str(deliveries)
         hdrs["Hulk-Original-Subject"] = msg.subject
         if error:
             hdrs[HDR_ERROR] = error[:4000]
-        await self._conn.js.publish(dead_letter_subject(task_type), msg.data, headers=hdrs)
+        await self._conn.js.publish(dead_letter_subject(task.type if task else None), msg.data, headers=hdrs)
         self.dead_lettered += 1
 
     # --- progress --------------------------------------------------------------------------------

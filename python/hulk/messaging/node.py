@@ -217,12 +217,14 @@ TaskFn = Callable[[Any], Awaitable[Any]]
 class SimpleExecutor:
     """Runs async functions by task type for `MessagingNode` (a stand-in for the engine's pool).
 
+    Completions are reported once per event-loop turn as one batched `hulk.task.completed` event
+    (see `EventPublisher.emit_batch`); failures one by one.
+
     Args:
         functions: task type -> `async fn(payload) -> result`.
         backoff_base: first retry delay in seconds (doubles per attempt).
         backoff_max: cap of the retry delay.
-        record_status: write running/terminal records to the KV status store.
-
+        record_status: write terminal records to the KV status store.
     """
 
     def __init__(
@@ -239,6 +241,8 @@ class SimpleExecutor:
         self.record_status = record_status
         self.node: MessagingNode | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._done: list[tuple[dict[str, Any], NatsDelivery]] = []
+        self._flush_scheduled = False
         self.completed = 0
 
     def bind(self, node: MessagingNode) -> None:
@@ -286,23 +290,39 @@ class SimpleExecutor:
                     await node.status.put_nowait(t.id, {"status": "dead", "error": err, "attempt": d.attempt})
                 await d.term("retries exhausted", err)
             else:
-                delay = min(self.backoff_max, self.backoff_base * 2 ** (d.attempt - 1))
-                await d.nak(delay)
+                await d.nak(min(self.backoff_max, self.backoff_base * 2 ** (d.attempt - 1)))
             return
         if self.record_status:
             await node.status.put_nowait(t.id, {"status": "succeeded", "result": result, "attempt": d.attempt})
-        await node.events.emit(
-            "completed",
-            task_id=t.id,
-            task_type=t.type,
-            tenant=t.tenant,
-            attempt=d.attempt,
-            started=started,
-            finished=time.time(),
-            headers=d.task.headers,
-        )
-        await d.ack()
-        self.completed += 1
+        event = {
+            "task_id": t.id,
+            "type": t.type,
+            "tenant": t.tenant,
+            "attempt": d.attempt,
+            "started": started,
+            "finished": time.time(),
+        }
+        self._done.append((event, d))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._spawn_flush)
+
+    def _spawn_flush(self) -> None:
+        task = asyncio.create_task(self._flush())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _flush(self) -> None:
+        # The events go out (or to the outbox) before the acks: nothing is acked unrecorded.
+        node = self.node
+        assert node is not None
+        assert node.events is not None
+        self._flush_scheduled = False
+        done, self._done = self._done, []
+        await node.events.emit_batch("completed", [event for event, _ in done])
+        for _, d in done:
+            await d.ack()
+        self.completed += len(done)
 
     async def wait_idle(self) -> None:
         """Waits for every running task of this executor."""

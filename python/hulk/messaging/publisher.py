@@ -18,22 +18,23 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from nats.errors import Error as NatsError
-from nats.js.api import PubAck
-from nats.js.errors import APIError
 
 from hulk.errors import HulkError
-from hulk.messaging.connection import NatsConnection
-from hulk.messaging.envelope import HDR_MSG_ID, TaskEnvelope
+from hulk.messaging.connection import NatsConnection, cancel_and_wait
+from hulk.messaging.envelope import HDR_MSG_ID, TaskEnvelope, inject_trace
 from hulk.messaging.outbox import Outbox, OutboxEntry
+from hulk.messaging.pipeline import AckPipeline, PublishError
 from hulk.messaging.streams import event_subject, intake_subject
-from hulk.observability import tracing as _tracing
 
-__all__ = ["EventPublisher", "IntakeFull", "SubmitResult", "TaskProducer"]
+HDR_BATCH = "Hulk-Batch"
+
+__all__ = ["HDR_BATCH", "EventPublisher", "IntakeFull", "SubmitResult", "TaskProducer"]
 
 log = logging.getLogger("hulk.messaging")
 
@@ -51,52 +52,69 @@ class SubmitResult:
     duplicate: bool
 
 
+def _full(exc: PublishError) -> bool:
+    return exc.err_code in (10077, 10047) or "maximum" in exc.description.lower()
+
+
 class TaskProducer:
     """Submits tasks to the intake stream.
 
     Args:
         conn: the NATS connection.
         timeout: seconds to wait for the stream's acknowledgement.
-
+        max_pending: submissions in flight at most.
     """
 
-    def __init__(self, conn: NatsConnection, *, timeout: float = 5.0) -> None:
+    def __init__(self, conn: NatsConnection, *, timeout: float = 5.0, max_pending: int = 4096) -> None:
         self._conn = conn
-        self._timeout = timeout
+        self._pipeline = AckPipeline(conn, timeout=timeout, max_pending=max_pending)
 
-    # nats-py's publish_async loses a stream error (its reply handler raises instead of failing
-    # the future), so submissions use request/reply publishes, run concurrently.
+    @staticmethod
+    def _result(task: TaskEnvelope, ack: dict[str, Any]) -> SubmitResult:
+        return SubmitResult(task.id, int(ack.get("seq", 0)), bool(ack.get("duplicate", False)))
+
     async def submit(self, task: TaskEnvelope) -> SubmitResult:
         """Publishes `task` and waits for the stream to store it.
 
         Raises:
             IntakeFull: the intake stream refused it (full).
-            nats.errors.TimeoutError: no acknowledgement in time (the task may or may not be stored;
-                submitting it again with the same idempotency key is safe).
-
+            PublishError: the stream refused it for another reason.
+            TimeoutError: no acknowledgement in time (the task may or may not be stored; submitting
+                it again with the same idempotency key is safe).
+            nats.errors.Error: not connected.
         """
+        fut = await self._pipeline.publish(intake_subject(task.type), task.body(), task.to_headers())
         try:
-            ack = await self._conn.js.publish(
-                intake_subject(task.type), task.body(), timeout=self._timeout, headers=task.to_headers()
-            )
-        except APIError as exc:
-            if exc.err_code in (10077, 10047) or "maximum" in str(exc.description or "").lower():
+            return self._result(task, await fut)
+        except PublishError as exc:
+            if _full(exc):
                 raise IntakeFull(f"intake stream is full: {exc.description}") from exc
             raise
-        return SubmitResult(task.id, ack.seq, bool(ack.duplicate))
 
-    async def submit_many(self, tasks: list[TaskEnvelope], *, window: int = 1000) -> list[SubmitResult]:
-        """Publishes many tasks concurrently (at most `window` unacknowledged); results in order.
+    async def submit_many(self, tasks: list[TaskEnvelope], *, window: int = 4096) -> list[SubmitResult]:
+        """Publishes many tasks pipelined (at most `window` unacknowledged); results in order.
 
         Raises:
             IntakeFull: one of them was refused (others may be stored).
-
         """
         results: list[SubmitResult] = []
         for start in range(0, len(tasks), window):
             chunk = tasks[start : start + window]
-            results.extend(await asyncio.gather(*(self.submit(t) for t in chunk)))
+            futs = [await self._pipeline.publish(intake_subject(t.type), t.body(), t.to_headers()) for t in chunk]
+            for t, fut in zip(chunk, futs, strict=True):
+                try:
+                    results.append(self._result(t, await fut))
+                except PublishError as exc:
+                    for rest in futs:
+                        rest.cancel()
+                    if _full(exc):
+                        raise IntakeFull(f"intake stream is full: {exc.description}") from exc
+                    raise
         return results
+
+    async def close(self) -> None:
+        """Stops the acknowledgement pipeline."""
+        await self._pipeline.close()
 
 
 class EventPublisher:
@@ -104,10 +122,9 @@ class EventPublisher:
 
     Args:
         conn: the NATS connection.
-        outbox: the local outbox (events are held in memory-less order there while NATS is down).
+        outbox: the local outbox.
         ack_timeout: seconds to wait for a stream acknowledgement before an event goes to the outbox.
         max_in_flight: unacknowledged publishes at most; `publish` waits past it (backpressure).
-
     """
 
     def __init__(
@@ -115,9 +132,7 @@ class EventPublisher:
     ) -> None:
         self._conn = conn
         self._outbox = outbox
-        self._ack_timeout = ack_timeout
-        self._in_flight: asyncio.Queue[tuple[asyncio.Future[PubAck], OutboxEntry, float]] = asyncio.Queue(max_in_flight)
-        self._reaper: asyncio.Task[None] | None = None
+        self._pipeline = AckPipeline(conn, timeout=ack_timeout, max_pending=max_in_flight)
         self._replayer: asyncio.Task[None] | None = None
         self._wake_replay = asyncio.Event()
         self._closed = False
@@ -127,9 +142,8 @@ class EventPublisher:
         conn.add_listener(self._on_connection)
 
     def start(self) -> None:
-        """Starts the acknowledgement reaper and the outbox replayer."""
-        if self._reaper is None:
-            self._reaper = asyncio.create_task(self._reap(), name="hulk-events-reaper")
+        """Starts the outbox replayer (the acknowledgement pipeline starts with the first publish)."""
+        if self._replayer is None:
             self._replayer = asyncio.create_task(self._replay_loop(), name="hulk-outbox-replay")
             if len(self._outbox):
                 self._wake_replay.set()
@@ -156,10 +170,24 @@ class EventPublisher:
         (timings, error, result size...). `Nats-Msg-Id` is `<task_id>:<kind>:<attempt>`.
         """
         body = {"task_id": task_id, "type": task_type, "tenant": tenant, "attempt": attempt, "ts": time.time()}
-        body.update(fields)
-        hdrs = dict(headers or {})
+        if fields:
+            body.update(fields)
+        hdrs = dict(headers) if headers else {}
         hdrs[HDR_MSG_ID] = f"{task_id}:{kind}:{attempt}"
         await self.publish(event_subject(kind), orjson.dumps(body), hdrs)
+
+    async def emit_batch(self, kind: str, events: list[dict[str, Any]]) -> None:
+        """Publishes many transitions of one kind as one message on `hulk.task.<kind>`.
+
+        The body is a JSON array of event objects (as `emit` builds them) and the header
+        `Hulk-Batch` holds their count: one publish and one acknowledgement for the whole batch,
+        which is how the hot path reports completions (once per event-loop turn). `Nats-Msg-Id` is
+        unique per batch, so a replayed batch is dropped as a duplicate.
+        """
+        if not events:
+            return
+        hdrs = {HDR_MSG_ID: f"batch:{uuid.uuid4().hex}", HDR_BATCH: str(len(events))}
+        await self.publish(event_subject(kind), orjson.dumps(events), hdrs)
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
         """Publishes one message durably: to JetStream when possible, else to the outbox.
@@ -167,42 +195,31 @@ class EventPublisher:
         Adds the current `traceparent` unless the headers carry one. Returns once the message is
         in flight (or in the outbox); waits only when `max_in_flight` publishes are unacknowledged.
         """
-        hdrs = dict(headers or {})
-        if "traceparent" not in hdrs:
-            _tracing.inject(hdrs)
+        hdrs = headers if headers is not None else {}
+        inject_trace(hdrs)
         entry = OutboxEntry(0, subject, payload, hdrs)
         if self._closed or not self._conn.connected or len(self._outbox):
             self._to_outbox(entry)
             return
         try:
-            fut = await self._conn.js.publish_async(subject, payload, headers=dict(hdrs))
-        except (TimeoutError, NatsError, OSError) as exc:
+            fut = await self._pipeline.publish(subject, payload, hdrs)
+        except (NatsError, OSError) as exc:
             log.debug("publish failed, to outbox: %r", exc)
             self._to_outbox(entry)
             return
-        await self._in_flight.put((fut, entry, time.monotonic() + self._ack_timeout))
+        fut.add_done_callback(lambda f: self._settled(f, entry))
+
+    def _settled(self, fut: asyncio.Future[dict[str, Any]], entry: OutboxEntry) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self.published += 1
+            return
+        self._to_outbox(entry)
 
     def _to_outbox(self, entry: OutboxEntry) -> None:
         self._outbox.append(entry.subject, entry.payload, entry.headers)
         self.outboxed += 1
         if self._conn.connected:
             self._wake_replay.set()
-
-    async def _reap(self) -> None:
-        while True:
-            fut, entry, deadline = await self._in_flight.get()
-            try:
-                await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
-                self.published += 1
-            except asyncio.CancelledError:
-                if not fut.done():
-                    raise
-                self._to_outbox(entry)
-            except Exception as exc:
-                log.debug("event not acknowledged, to outbox: %r", exc)
-                self._to_outbox(entry)
-            finally:
-                self._in_flight.task_done()
 
     def _on_connection(self, up: bool) -> None:
         if up:
@@ -215,7 +232,7 @@ class EventPublisher:
             if not self._conn.connected or not len(self._outbox):
                 continue
             try:
-                n = await self._outbox.replay(self._replay_batch_publish)
+                n = await self._replay()
                 if n:
                     log.info("outbox replayed %d events", n)
             except Exception as exc:
@@ -224,25 +241,33 @@ class EventPublisher:
                 if self._conn.connected:
                     self._wake_replay.set()
 
-    async def _replay_batch_publish(self, entry: OutboxEntry) -> None:
-        await self._conn.js.publish(
-            entry.subject, entry.payload, timeout=self._ack_timeout, headers=dict(entry.headers)
-        )
-        self.replayed += 1
+    async def _replay(self, batch: int = 512) -> int:
+        """Publishes the outbox in order, pipelined by `batch`; removes each entry once stored."""
+        done = 0
+        while True:
+            chunk = list(self._outbox.entries(batch))
+            if not chunk:
+                return done
+            futs = [await self._pipeline.publish(e.subject, e.payload, dict(e.headers)) for e in chunk]
+            for entry, fut in zip(chunk, futs, strict=True):
+                await fut  # the first failure stops the replay, keeping order
+                self._outbox.remove(entry.seq)
+                self.replayed += 1
+                done += 1
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Waits until every in-flight publish is settled and, when connected, the outbox is empty.
 
         Raises:
             TimeoutError: not flushed within `timeout` seconds.
-
         """
 
         async def _flush() -> None:
-            await self._in_flight.join()
+            await self._pipeline.wait_idle()
             while len(self._outbox) and self._conn.connected:
                 self._wake_replay.set()
                 await asyncio.sleep(0.05)
+                await self._pipeline.wait_idle()
 
         await asyncio.wait_for(_flush(), timeout)
 
@@ -251,12 +276,7 @@ class EventPublisher:
         with contextlib.suppress(TimeoutError):
             await self.flush(10.0)
         self._closed = True
-        for task in (self._reaper, self._replayer):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        # Events still in flight after the flush deadline are kept for the next start.
-        while not self._in_flight.empty():
-            _fut, entry, _ = self._in_flight.get_nowait()
-            self._outbox.append(entry.subject, entry.payload, entry.headers)
+        await cancel_and_wait(self._replayer)
+        # Publishes still unacknowledged fail now and land in the outbox for the next start.
+        await self._pipeline.close()
+        await asyncio.sleep(0)

@@ -50,7 +50,7 @@ from nats.js.errors import (
 from nats.js.kv import KeyValue
 
 from hulk.messaging.connection import NatsConnection, cancel_and_wait
-from hulk.messaging.envelope import HDR_MSG_ID, TaskEnvelope
+from hulk.messaging.envelope import HDR_MSG_ID, HDR_TASK_ID, HDR_TASK_TYPE, TaskEnvelope
 from hulk.messaging.streams import (
     STREAM_SCHEDULER,
     SUBJECT_CRON_PREFIX,
@@ -82,6 +82,8 @@ async def schedule_task(conn: NatsConnection, task: TaskEnvelope, *, run_at: flo
     """
     hdrs = task.to_headers()
     hdrs[HDR_RUN_AT] = repr(float(run_at))
+    hdrs[HDR_TASK_ID] = task.id
+    hdrs[HDR_TASK_TYPE] = task.type
     hdrs[HDR_IDEMPOTENCY] = task.msg_id
     hdrs[HDR_MSG_ID] = f"delay:{task.msg_id}:{run_at!r}"
     await conn.js.publish(f"{SUBJECT_DELAYED_PREFIX}.{_token(task.id, 'task id')}", task.body(), headers=hdrs)
@@ -391,8 +393,8 @@ class Scheduler:
                 continue
             msg = item[1]
             hdrs = dict(msg.headers or {})
-            task_type = hdrs.get("Hulk-Task-Type", "")
-            task_id = hdrs.get("Hulk-Task-Id", "")
+            task_type = hdrs.pop(HDR_TASK_TYPE, "")
+            task_id = hdrs.pop(HDR_TASK_ID, "")
             hdrs.pop(HDR_RUN_AT, None)
             hdrs[HDR_MSG_ID] = hdrs.pop(HDR_IDEMPOTENCY, "") or f"{task_id}:at:{run_at!r}"
             try:

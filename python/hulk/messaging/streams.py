@@ -14,6 +14,7 @@ docs/messaging.md). No subject is bound to two streams.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -112,6 +113,7 @@ class ConfigMismatch(HulkError):
         super().__init__(f"{name} exists with another configuration ({listed}); pass update=True to apply hulk's")
 
 
+@functools.lru_cache(maxsize=4096)
 def validate_task_type(task_type: str) -> str:
     """Returns `task_type` if it can be a subject suffix: dot-separated tokens of [A-Za-z0-9_-].
 
@@ -124,11 +126,13 @@ def validate_task_type(task_type: str) -> str:
     return task_type
 
 
+@functools.cache
 def intake_subject(task_type: str) -> str:
     """Intake subject of a task type (`hulk.intake.<type>`), so consumers can filter by type."""
     return f"{SUBJECT_INTAKE_PREFIX}.{validate_task_type(task_type)}"
 
 
+@functools.cache
 def event_subject(kind: str) -> str:
     """Event subject of a task transition (`hulk.task.<kind>`, e.g. created, completed, failed)."""
     if not _KIND_RE.match(kind):

@@ -93,8 +93,9 @@ async def completed_events(conn: NatsConnection, ids: set[str], timeout: float) 
             except (TimeoutError, NatsError):
                 continue
             for m in msgs:
-                ev = orjson.loads(m.data)
-                out.setdefault(str(ev["task_id"]), []).append(ev)
+                body = orjson.loads(m.data)
+                for ev in body if isinstance(body, list) else [body]:
+                    out.setdefault(str(ev["task_id"]), []).append(ev)
                 await m.ack()
     finally:
         await sub.unsubscribe()
