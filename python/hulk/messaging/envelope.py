@@ -30,6 +30,7 @@ __all__ = [
     "HDR_TENANT",
     "PoisonMessage",
     "TaskEnvelope",
+    "batch_body",
     "inject_trace",
 ]
 
@@ -41,6 +42,7 @@ HDR_ATTEMPT_OFFSET = "Hulk-Attempt-Offset"
 HDR_REASON = "Hulk-Dead-Reason"
 HDR_ERROR = "Hulk-Last-Error"
 HDR_DELIVERIES = "Hulk-Deliveries"
+HDR_BATCH = "Hulk-Batch"
 
 
 def inject_trace(headers: dict[str, str]) -> None:
@@ -126,18 +128,42 @@ class TaskEnvelope:
 
         Raises:
             PoisonMessage: not JSON, not an object, or without a valid id and type.
-
         """
         try:
             body = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise PoisonMessage(f"body is not JSON: {exc}") from None
+        hdrs = headers or {}
+        return cls.from_body(body, hdrs, idempotency_key=hdrs.get(HDR_MSG_ID))
+
+    @classmethod
+    def decode_batch(cls, data: bytes, headers: dict[str, str] | None) -> list[TaskEnvelope]:
+        """Reads the tasks of a batch message (a JSON array of task bodies, see `batch_body`).
+
+        Raises:
+            PoisonMessage: not a JSON array of valid task bodies.
+        """
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise PoisonMessage(f"body is not JSON: {exc}") from None
+        if not isinstance(body, list) or not body:
+            raise PoisonMessage("batch body is not a non-empty JSON array")
+        hdrs = headers or {}
+        return [cls.from_body(item, hdrs, idempotency_key=None) for item in body]
+
+    @classmethod
+    def from_body(cls, body: Any, hdrs: dict[str, str], *, idempotency_key: str | None) -> TaskEnvelope:
+        """Builds a task from a decoded JSON body and its message's headers.
+
+        Raises:
+            PoisonMessage: not an object with a string id and a valid type.
+        """
         if not isinstance(body, dict):
             raise PoisonMessage("body is not a JSON object")
         task_id, task_type = body.get("id"), body.get("type")
         if not isinstance(task_id, str) or not task_id or not isinstance(task_type, str):
             raise PoisonMessage("body lacks a string 'id' and 'type'")
-        hdrs = headers or {}
         try:
             offset = int(hdrs.get(HDR_ATTEMPT_OFFSET, "0"))
             return cls(
@@ -145,10 +171,25 @@ class TaskEnvelope:
                 payload=body.get("payload"),
                 id=task_id,
                 tenant=str(body.get("tenant") or "default"),
-                idempotency_key=hdrs.get(HDR_MSG_ID),
+                idempotency_key=idempotency_key,
                 created_at=float(body.get("created_at") or 0.0),
                 attempt_offset=offset,
                 headers=_trace_headers(hdrs),
             )
         except ValueError as exc:
             raise PoisonMessage(str(exc)) from None
+
+    def body_dict(self) -> dict[str, Any]:
+        """The JSON body as a dict (an item of a batch body)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "tenant": self.tenant,
+            "payload": self.payload,
+            "created_at": self.created_at,
+        }
+
+
+def batch_body(tasks: list[TaskEnvelope]) -> bytes:
+    """The body of a batch message: a JSON array of task bodies."""
+    return orjson.dumps([t.body_dict() for t in tasks])

@@ -34,6 +34,7 @@ from nats.js.errors import NotFoundError
 
 from hulk.messaging.connection import NatsConnection
 from hulk.messaging.envelope import (
+    HDR_BATCH,
     HDR_DELIVERIES,
     HDR_ERROR,
     HDR_MSG_ID,
@@ -49,9 +50,10 @@ from hulk.messaging.streams import (
     STREAM_TASKS,
     dead_letter_subject,
     ensure_intake_consumer,
+    intake_subject,
 )
 
-__all__ = ["Intake", "NatsDelivery"]
+__all__ = ["BatchItemDelivery", "Intake", "NatsDelivery"]
 
 log = logging.getLogger("hulk.messaging")
 
@@ -177,6 +179,107 @@ class NatsDelivery:
         if not self.settled:
             self._last_progress = time.monotonic()
             await self.msg.in_progress()
+
+
+class _Batch:
+    """One batch message: acked once each of its tasks is settled; holds one slot meanwhile."""
+
+    __slots__ = ("_intake", "_last_progress", "msg", "remaining", "settled")
+
+    def __init__(self, intake: Intake, msg: Msg, count: int) -> None:
+        self._intake = intake
+        self.msg = msg
+        self.remaining = count
+        self.settled = False
+        self._last_progress = time.monotonic()
+
+    async def item_done(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0 and not self.settled:
+            self.settled = True
+            self._intake._release(self)  # type: ignore[arg-type]
+            await self.msg.ack()
+
+    async def in_progress(self) -> None:
+        if not self.settled:
+            self._last_progress = time.monotonic()
+            await self.msg.in_progress()
+
+
+class BatchItemDelivery(NatsDelivery):
+    """One task of a batch message (see `TaskProducer.submit_batch`), settled on its own.
+
+    `ack` marks it done; `nak(delay)` and `defer(delay)` re-publish this task alone for later
+    (through the intake's `republish`, else straight back to its intake subject); `term` dead-letters
+    it alone. The batch message is acked once every task is settled.
+    """
+
+    __slots__ = ("_batch",)
+
+    def __init__(self, batch: _Batch, task: TaskEnvelope, deliveries: int) -> None:
+        super().__init__(batch._intake, batch.msg, task, deliveries)
+        self._batch = batch
+
+    def _settle(self) -> bool:
+        if self.settled:
+            return False
+        self.settled = True
+        return True
+
+    async def ack(self) -> None:
+        """Marks this task terminal (succeeded or cancelled)."""
+        if self._settle():
+            await self._batch.item_done()
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Re-publishes this task alone to run again after `delay` (spends an attempt)."""
+        if self._settle():
+            await self._again(delay or 0.0, self.attempt)
+
+    async def defer(self, delay: float) -> None:
+        """Re-publishes this task alone to run after `delay`, without spending an attempt."""
+        if self._settle():
+            await self._again(delay, self.attempt - 1)
+
+    async def _again(self, delay: float, spent: int) -> None:
+        t = self.task
+        copy = TaskEnvelope(
+            type=t.type,
+            payload=t.payload,
+            id=t.id,
+            tenant=t.tenant,
+            idempotency_key=f"{t.id}:a{spent}:d{self.deliveries}",
+            created_at=t.created_at,
+            attempt_offset=spent,
+            headers=t.headers,
+        )
+        intake = self._intake
+        if intake.republish is not None:
+            await intake.republish(copy, delay)
+        else:
+            await intake._conn.js.publish(intake_subject(t.type), copy.body(), headers=copy.to_headers())
+        await self._batch.item_done()
+
+    async def term(self, reason: str, error: str | None = None) -> None:
+        """Dead-letters this task alone (its own body, the batch's headers)."""
+        if self._settle():
+            hdrs: dict[str, Any] = dict(self.msg.headers or {})
+            hdrs.pop(HDR_BATCH, None)
+            hdrs[HDR_MSG_ID] = f"dead:{self.task.id}:{self.deliveries}"
+            hdrs[HDR_REASON] = reason
+            hdrs[HDR_DELIVERIES] = str(self.deliveries)
+            hdrs[HDR_TASK_ID] = self.task.id
+            hdrs[HDR_TASK_TYPE] = self.task.type
+            hdrs[HDR_TENANT] = self.task.tenant
+            if error:
+                hdrs[HDR_ERROR] = error[:4000]
+            await self._intake._conn.js.publish(dead_letter_subject(self.task.type), self.task.body(), headers=hdrs)
+            self._intake.dead_lettered += 1
+            await self._batch.item_done()
+
+    async def in_progress(self) -> None:
+        """Progress of the whole batch message."""
+        await self._batch.in_progress()
 
 
 class Intake:
@@ -426,8 +529,12 @@ class Intake:
             log.warning("intake: ignoring a non-JetStream message on %s", msg.subject)
             return
         deliveries, self.num_pending = parsed
+        hdrs = msg.headers
+        if hdrs and HDR_BATCH in hdrs:
+            await self._dispatch_batch(msg, hdrs, deliveries)
+            return
         try:
-            task = TaskEnvelope.decode(msg.data, msg.headers)
+            task = TaskEnvelope.decode(msg.data, hdrs)
         except (PoisonMessage, ValueError) as exc:
             await self._settle_dead(msg, None, f"poison: {exc}", None, deliveries)
             return
@@ -447,6 +554,30 @@ class Intake:
                 with contextlib.suppress(Exception):
                     await delivery.nak(delay=1.0)
             del exc
+
+    async def _dispatch_batch(self, msg: Msg, hdrs: dict[str, str], deliveries: int) -> None:
+        try:
+            tasks = TaskEnvelope.decode_batch(msg.data, hdrs)
+        except (PoisonMessage, ValueError) as exc:
+            await self._settle_dead(msg, None, f"poison: {exc}", None, deliveries)
+            return
+        batch = _Batch(self, msg, len(tasks))
+        items = [BatchItemDelivery(batch, t, deliveries) for t in tasks]
+        if items[0].attempt > self.max_attempts:
+            await self._settle_dead(msg, tasks[0], "delivery limit reached", None, deliveries)
+            return
+        self._owned.add(batch)  # type: ignore[arg-type]
+        self._idle.clear()
+        for item in items:
+            try:
+                result = self._handler(item)
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("intake handler failed on a batch item; it will be re-published")
+                if not item.settled:
+                    with contextlib.suppress(Exception):
+                        await item.nak(delay=1.0)
 
     async def _settle_dead(
         self, msg: Msg, task: TaskEnvelope | None, reason: str, error: str | None, deliveries: int

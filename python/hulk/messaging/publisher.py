@@ -27,14 +27,12 @@ from nats.errors import Error as NatsError
 
 from hulk.errors import HulkError
 from hulk.messaging.connection import NatsConnection, cancel_and_wait
-from hulk.messaging.envelope import HDR_MSG_ID, TaskEnvelope, inject_trace
+from hulk.messaging.envelope import HDR_BATCH, HDR_MSG_ID, TaskEnvelope, batch_body, inject_trace
 from hulk.messaging.outbox import Outbox, OutboxEntry
 from hulk.messaging.pipeline import AckPipeline, PublishError
 from hulk.messaging.streams import event_subject, intake_subject
 
-HDR_BATCH = "Hulk-Batch"
-
-__all__ = ["HDR_BATCH", "EventPublisher", "IntakeFull", "SubmitResult", "TaskProducer"]
+__all__ = ["EventPublisher", "IntakeFull", "SubmitResult", "TaskProducer"]
 
 log = logging.getLogger("hulk.messaging")
 
@@ -111,6 +109,34 @@ class TaskProducer:
                         raise IntakeFull(f"intake stream is full: {exc.description}") from exc
                     raise
         return results
+
+    async def submit_batch(self, tasks: list[TaskEnvelope], *, batch_id: str | None = None) -> SubmitResult:
+        """The bulk path: publishes many tasks of one type as ONE message (header `Hulk-Batch`).
+
+        One publish, one stored message, one delivery and one ack for the whole batch: the intake
+        hands each task to the handler separately and acks the message once every task is settled
+        (a task to retry is re-published alone, a dead one is dead-lettered alone). The batch
+        counts as one message for backpressure. `batch_id` (default: a new UUID) is its
+        `Nats-Msg-Id`.
+
+        Raises:
+            ValueError: empty batch, or tasks of different types.
+            IntakeFull: the intake stream refused it.
+        """
+        if not tasks:
+            raise ValueError("tasks must not be empty")
+        kind = tasks[0].type
+        if any(t.type != kind for t in tasks):
+            raise ValueError("tasks of one batch must share one type")
+        hdrs = {HDR_MSG_ID: batch_id or f"batch:{uuid.uuid4().hex}", HDR_BATCH: str(len(tasks))}
+        inject_trace(hdrs)
+        fut = await self._pipeline.publish(intake_subject(kind), batch_body(tasks), hdrs)
+        try:
+            return self._result(tasks[0], await fut)
+        except PublishError as exc:
+            if _full(exc):
+                raise IntakeFull(f"intake stream is full: {exc.description}") from exc
+            raise
 
     async def close(self) -> None:
         """Stops the acknowledgement pipeline."""

@@ -250,3 +250,60 @@ def test_intake_validates_arguments(conn: NatsConnection) -> None:
         Intake(conn, lambda d: None, slots=1, consumer_config=cfg, max_attempts=0)
     with pytest.raises(ValueError, match="heartbeat"):
         Intake(conn, lambda d: None, slots=1, consumer_config=cfg, max_attempts=1, heartbeat=3, pull_expires=5)
+
+
+async def test_bulk_batch_message_settles_each_task(conn: NatsConnection) -> None:
+    outcomes: Counter[str] = Counter()
+    done = asyncio.Event()
+
+    async def work(d: NatsDelivery) -> None:
+        n = int(d.task.payload)
+        if n == 3 and d.attempt == 1:
+            await d.nak(0.01)  # re-published alone
+            outcomes["retried"] += 1
+        elif n == 5:
+            await d.term("bad input", "ValueError: 5")
+            outcomes["dead"] += 1
+        elif n == 7 and not outcomes["deferred"]:
+            assert d.attempt == 1
+            await d.defer(0.01)  # attempts unchanged: the redelivered copy is attempt 1 again
+            outcomes["deferred"] += 1
+        else:
+            await d.in_progress()
+            await d.ack()
+            outcomes["ok"] += 1
+        if outcomes["ok"] == 9:
+            done.set()
+
+    intake = make_intake(conn, work, slots=2)
+    await intake.start()
+    producer = TaskProducer(conn)
+    tasks = [TaskEnvelope(type="bulk", id=f"b{i}", payload=i) for i in range(10)]
+    res = await producer.submit_batch(tasks, batch_id="batch-1")
+    assert not res.duplicate
+    assert (await producer.submit_batch(tasks, batch_id="batch-1")).duplicate
+    await asyncio.wait_for(done.wait(), 20)
+    assert outcomes == Counter(ok=9, retried=1, deferred=1, dead=1)
+    letters = await dead_letters(conn, "hulk.errors.dead.bulk", 1)
+    assert orjson.loads(letters[0][0])["id"] == "b5"
+    assert letters[0][1][HDR_ERROR] == "ValueError: 5"
+    await eventually(lambda: intake.owned == 0, 10)
+    si = await conn.js.stream_info(STREAM_TASKS)
+    assert si.state.messages == 0
+    with pytest.raises(ValueError, match="empty"):
+        await producer.submit_batch([])
+    with pytest.raises(ValueError, match="one type"):
+        await producer.submit_batch([TaskEnvelope(type="a"), TaskEnvelope(type="b")])
+    await intake.stop()
+
+
+async def test_bulk_poison_batch(conn: NatsConnection) -> None:
+    async def work(d: NatsDelivery) -> None:
+        raise AssertionError("must not run")
+
+    intake = make_intake(conn, work)
+    await intake.start()
+    await conn.js.publish("hulk.intake.bulk", b'{"not": "a list"}', headers={"Hulk-Batch": "1"})
+    letters = await dead_letters(conn, "hulk.errors.poison", 1)
+    assert letters[0][1][HDR_REASON].startswith("poison")
+    await intake.stop()
