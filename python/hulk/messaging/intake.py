@@ -58,6 +58,7 @@ __all__ = ["BatchItemDelivery", "Intake", "NatsDelivery"]
 log = logging.getLogger("hulk.messaging")
 
 Handler = Callable[["NatsDelivery"], Awaitable[None] | None]
+BatchHandler = Callable[[list["NatsDelivery"]], Awaitable[None] | None]
 Republisher = Callable[[TaskEnvelope, float], Awaitable[None]]
 
 
@@ -317,6 +318,7 @@ class Intake:
         max_nak_delay: float = 600.0,
         republish: Republisher | None = None,
         update_consumer: bool = True,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
@@ -338,6 +340,7 @@ class Intake:
         self.max_nak_delay = max_nak_delay
         self.republish = republish
         self.update_consumer = update_consumer
+        self._batch_handler = batch_handler
         self._owned: set[NatsDelivery] = set()
         self._remaining = 0
         self._last_answer = time.monotonic()
@@ -568,6 +571,19 @@ class Intake:
             return
         self._owned.add(batch)  # type: ignore[arg-type]
         self._idle.clear()
+        if self._batch_handler is not None:
+            # The batch owns one slot: its tasks run one after another in that slot.
+            try:
+                result = self._batch_handler(list(items))
+                if result is not None:
+                    await result
+            except Exception:
+                log.exception("intake batch handler failed; unsettled items will be re-published")
+                for item in items:
+                    if not item.settled:
+                        with contextlib.suppress(Exception):
+                            await item.nak(delay=1.0)
+            return
         for item in items:
             try:
                 result = self._handler(item)

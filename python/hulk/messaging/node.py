@@ -149,6 +149,7 @@ class MessagingNode:
                 consumer_config=cfg,
                 max_attempts=s.max_attempts,
                 republish=self._republish,
+                batch_handler=getattr(self._handler, "run_batch", None),
             )
             await self.intake.start()
         self.heartbeat = HeartbeatPublisher(
@@ -254,6 +255,16 @@ class SimpleExecutor:
         task = asyncio.create_task(self._run(delivery))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
+
+    def run_batch(self, deliveries: list[NatsDelivery]) -> None:
+        """Runs the tasks of one batch message one after another in one asyncio task (one slot)."""
+        task = asyncio.create_task(self._run_all(deliveries))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run_all(self, deliveries: list[NatsDelivery]) -> None:
+        for d in deliveries:
+            await self._run(d)
 
     async def _run(self, d: NatsDelivery) -> None:
         node = self.node

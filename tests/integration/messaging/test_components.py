@@ -110,6 +110,9 @@ async def test_node_embedded_end_to_end(tmp_path: Path) -> None:
         await node.producer.submit(TaskEnvelope(type="boom", id="e-boom"))
         await node.producer.submit(TaskEnvelope(type="unknown", id="e-unknown"))
         assert (await node.status.wait("e-ok", timeout=10))["result"] == {"echo": 7}
+        await node.producer.submit_batch([TaskEnvelope(type="ok", id=f"e-b{i}", payload=i) for i in range(5)])
+        for i in range(5):
+            assert (await node.status.wait(f"e-b{i}", timeout=10))["result"] == {"echo": i}
         dead = await node.status.wait("e-boom", timeout=10)
         assert dead["status"] == "dead"
         assert dead["attempt"] == 2
