@@ -1,0 +1,1 @@
+"""Command-line entry points: `hulk` (service) and `thor` (operators)."""
