@@ -80,7 +80,7 @@ async def test_r3_cluster_node_killed_under_load_loses_nothing(cluster: NatsClus
             if i == 1000:
                 cluster.servers[0].kill()
         assert len(accepted) == 3000
-        events = await completed_events(conn, accepted, 50)
+        events = await completed_events(conn, accepted, 90)
         assert accepted <= events.keys()
     finally:
         await node.stop()

@@ -76,7 +76,7 @@ async def test_ten_thousand_tasks_two_instances_each_once(make_conn: ConnFactory
     for it in intakes:
         await it.start()
     await TaskProducer(conn).submit_many([TaskEnvelope(type="echo", id=f"t{i}", payload=i) for i in range(n)])
-    await asyncio.wait_for(done.wait(), 45)
+    await asyncio.wait_for(done.wait(), 100)
     for it in intakes:
         assert await it.drain(5)
         await it.stop()
