@@ -319,6 +319,7 @@ class Intake:
         republish: Republisher | None = None,
         update_consumer: bool = True,
         batch_handler: BatchHandler | None = None,
+        capacity: Callable[[], int] | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
@@ -341,6 +342,7 @@ class Intake:
         self.republish = republish
         self.update_consumer = update_consumer
         self._batch_handler = batch_handler
+        self._capacity = capacity
         self._owned: set[NatsDelivery] = set()
         self._remaining = 0
         self._last_answer = time.monotonic()
@@ -469,6 +471,8 @@ class Intake:
                     delay, self._error_backoff = self._error_backoff, 0.0
                     await asyncio.sleep(delay)
                 free = self.slots - len(self._owned)
+                if self._capacity is not None:
+                    free = min(free, self._capacity())
                 if self._remaining == 0 and free > 0:
                     req = {
                         "batch": free,

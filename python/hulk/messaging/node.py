@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hulk.messaging.connection import ConnectionSettings, NatsConnection, cancel_and_wait
+from hulk.messaging.connection import ConnectionSettings, NatsConnection
 from hulk.messaging.embedded import NatsServerProcess
 from hulk.messaging.envelope import TaskEnvelope
 from hulk.messaging.heartbeat import HeartbeatPublisher
@@ -339,9 +339,3 @@ class SimpleExecutor:
         """Waits for every running task of this executor."""
         while self._running:
             await asyncio.wait(set(self._running))
-
-
-async def stop_all(tasks: list[asyncio.Task[Any]]) -> None:
-    """Cancels and awaits `tasks`."""
-    for task in tasks:
-        await cancel_and_wait(task)

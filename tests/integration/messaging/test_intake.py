@@ -103,7 +103,7 @@ async def test_fetches_only_for_free_slots(conn: NatsConnection) -> None:
         await gate.wait()
         await d.ack()
 
-    intake = make_intake(conn, work, slots=3)
+    intake = make_intake(conn, work, slots=5, capacity=lambda: 3 - intake.owned)
     await intake.start()
     await TaskProducer(conn).submit_many([TaskEnvelope(type="echo", payload=i) for i in range(20)])
     await asyncio.wait_for(started.wait(), 10)
