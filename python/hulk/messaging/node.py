@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hulk._native import BackoffScheduler
 from hulk.messaging.connection import ConnectionSettings, NatsConnection
 from hulk.messaging.embedded import NatsServerProcess
 from hulk.messaging.envelope import TaskEnvelope
@@ -223,7 +224,8 @@ class SimpleExecutor:
 
     Args:
         functions: task type -> `async fn(payload) -> result`.
-        backoff_base: first retry delay in seconds (doubles per attempt).
+        backoff_base: first retry delay in seconds (doubles per attempt, native `BackoffScheduler`
+            with equal jitter).
         backoff_max: cap of the retry delay.
         record_status: write terminal records to the KV status store.
     """
@@ -237,8 +239,7 @@ class SimpleExecutor:
         record_status: bool = True,
     ) -> None:
         self.functions = functions
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.backoff = BackoffScheduler(base=backoff_base, max_delay=backoff_max, jitter="equal")
         self.record_status = record_status
         self.node: MessagingNode | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -301,7 +302,7 @@ class SimpleExecutor:
                     await node.status.put_nowait(t.id, {"status": "dead", "error": err, "attempt": d.attempt})
                 await d.term("retries exhausted", err)
             else:
-                await d.nak(min(self.backoff_max, self.backoff_base * 2 ** (d.attempt - 1)))
+                await d.nak(self.backoff.delay(d.attempt))
             return
         if self.record_status:
             await node.status.put_nowait(t.id, {"status": "succeeded", "result": result, "attempt": d.attempt})

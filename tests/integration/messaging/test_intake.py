@@ -103,7 +103,10 @@ async def test_fetches_only_for_free_slots(conn: NatsConnection) -> None:
         await gate.wait()
         await d.ack()
 
-    intake = make_intake(conn, work, slots=5, capacity=lambda: 3 - intake.owned)
+    def capacity() -> int:  # an engine with 3 workers: its free slots
+        return 3 - intake.owned
+
+    intake: Intake = make_intake(conn, work, slots=5, capacity=capacity)
     await intake.start()
     await TaskProducer(conn).submit_many([TaskEnvelope(type="echo", payload=i) for i in range(20)])
     await asyncio.wait_for(started.wait(), 10)
