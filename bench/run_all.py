@@ -53,6 +53,11 @@ PYTEST_FILES: dict[str, tuple[str, ...]] = {
     "nats": ("bench_nats_e2e.py",),
 }
 
+# Environment per pytest-benchmark file: sizes that keep the whole run under 15 minutes (full, quick).
+PYTEST_ENV: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "bench_nats_e2e.py": ({"BENCH_NATS_TASKS": "20000"}, {"BENCH_NATS_TASKS": "2000"}),
+}
+
 # Peers: (name, module, tasks in a full run). Sizes aim at a few seconds per run on this machine.
 PEERS: tuple[tuple[str, str, int], ...] = (
     ("hulk", "bench.peers.hulk_peer", 20_000),
@@ -84,13 +89,17 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), path]))}
 
 
-def _run(cmd: Sequence[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(cmd), cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout, check=False)
+def _run(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**_env(), **(env or {})}
+    return subprocess.run(
+        list(cmd), cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def _shown(cmd: Sequence[str]) -> str:
     """The command as a reader would type it from the repository root."""
     shown = [".venv/bin/python" if part == PY else part for part in cmd]
+    shown = [part.replace(str(REPO) + "/", "") for part in shown]
     return shlex.join(shown).replace(str(REPO) + "/", "")
 
 
@@ -124,11 +133,13 @@ def _pytest_file(ctx: Context, name: str) -> dict[str, Any]:
         else ["--benchmark-max-time=0.5", "--benchmark-min-rounds=5"]
     )
     cmd = [*shown, *options, "-p", "no:cacheprovider", f"--benchmark-json={out}"]
+    env = PYTEST_ENV.get(name, ({}, {}))[1 if ctx.quick else 0]
     started = time.monotonic()
-    proc = _run(cmd, timeout=420)
+    ctx.log(f"pytest {name}")
+    proc = _run(cmd, timeout=420, env=env)
     entry: dict[str, Any] = {
         "file": name,
-        "command": _shown([*shown, *options]),
+        "command": " ".join([*(f"{k}={v}" for k, v in env.items()), _shown([*shown, *options])]),
         "seconds": round(time.monotonic() - started, 1),
     }
     if proc.returncode != 0 or not out.exists():
@@ -200,6 +211,15 @@ def _plain(markdown: str) -> str:
 # -- peers ----------------------------------------------------------------------------------------
 
 
+def _peer_python(name: str) -> str:
+    """The interpreter a peer runs under: the project's, or the peer's own venv (arq)."""
+    if name == "arq":
+        from bench.peers.venvs import arq_python
+
+        return arq_python()
+    return PY
+
+
 def group_peers(ctx: Context) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in PEERS}
     errors: dict[str, str] = {}
@@ -210,7 +230,12 @@ def group_peers(ctx: Context) -> dict[str, Any]:
             if name in errors:
                 continue
             n = max(500, tasks // 10) if ctx.quick else tasks
-            cmd = [PY, "-m", module, "--tasks", str(n), "--timeout", "120"]
+            try:
+                python = _peer_python(name)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                errors[name] = f"no interpreter for {name}: {exc}"
+                continue
+            cmd = [python, "-m", module, "--tasks", str(n), "--timeout", "120"]
             commands[name] = _shown(cmd)
             ctx.log(f"peers: {name} run {r + 1}/{ctx.repeats} ({n} tasks)")
             try:

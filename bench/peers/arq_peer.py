@@ -14,7 +14,10 @@ worker that dies mid-job leaves it for another: the equivalent of acking after e
 
 The producer calls `await pool.enqueue_job("noop", i)`, 256 in flight.
 
-Run: .venv/bin/python -m bench.peers.arq_peer --tasks 20000
+arq 0.28 pins redis-py < 6 while hulk needs >= 6, so arq runs from its own virtual environment
+(`bench.peers.venvs`, created on first use); the whole pair, harness included, runs there.
+
+Run: $(.venv/bin/python -m bench.peers.venvs) -m bench.peers.arq_peer --tasks 3000
 """
 
 from __future__ import annotations
