@@ -16,6 +16,11 @@ How a task runs, and why it is cheap:
 - Transitions are appended to a buffer and handed to the status store and the event sink once per
   event-loop turn; metrics are native counters bumped inline and read at scrape time.
 
+Limits worth knowing: the native queue holds `queue_size` tasks and a worker may hold one more batch
+(`batch_size`) taken from it; tasks run in submission order (`priority` is carried for the intake
+layer, not used to reorder here); a handler that never awaits holds the loop for as long as it runs
+(the watchdog cannot interrupt it: declare CPU-bound work `executor="process"` or make it sync).
+
 External delivery (service mode): a task submitted with a `Delivery` (a NATS message, say) is not
 retried locally: the pool calls `delivery.on_retry(task, delay)` (nak with delay) and
 `delivery.on_terminal(task)` (ack or term), and exposes `free_slots()` and `running_deliveries()`
