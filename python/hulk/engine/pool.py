@@ -12,7 +12,9 @@ How a task runs, and why it is cheap:
   watchdog), releases due retries and delayed tasks from the native `BackoffScheduler`s, reports
   breakers that stay open and auto-scales the worker count. A timed-out async handler is cancelled
   at its current await; a timed-out sync handler's thread cannot be stopped, so its attempt is
-  marked timed out, its worker moves on and the thread's eventual result is discarded.
+  marked timed out, its worker moves on and the thread's eventual result is discarded (the thread
+  stays busy until the function returns: with every `sync_threads` thread stuck, the sync attempts
+  waiting for a thread time out in turn, since an attempt's clock starts when its worker takes it).
 - Transitions are appended to a buffer and handed to the status store and the event sink once per
   event-loop turn; metrics are native counters bumped inline and read at scrape time.
 
