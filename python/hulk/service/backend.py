@@ -203,7 +203,12 @@ class ServiceBackend:
             "instance": self.instance_id,
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
-            "workers": {"count": snap["workers"], "busy": snap["busy"], "min": snap["workers_min"], "max": snap["workers_max"]},
+            "workers": {
+                "count": snap["workers"],
+                "busy": snap["busy"],
+                "min": snap["workers_min"],
+                "max": snap["workers_max"],
+            },
             "queue": {"depth": snap["queued"], "capacity": snap["capacity"], "scheduled": snap["scheduled"]},
             "breakers": snap["breakers"],
             "cache": None if self.cache is None else self.cache.health(),

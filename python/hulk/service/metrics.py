@@ -33,7 +33,7 @@ def register_engine(metrics: Metrics, engine: Hulk) -> None:
         histogram_family(
             "hulk_task_duration_seconds",
             ("type",),
-            lambda: {(name, ): tm.duration for name, tm in list(engine.metrics.types.items())},
+            lambda: {(name,): tm.duration for name, tm in list(engine.metrics.types.items())},
         )
     )
     metrics.add_source(
