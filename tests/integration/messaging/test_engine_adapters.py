@@ -15,7 +15,7 @@ from hulk.messaging.kvstore import NatsStatusStore
 from hulk.messaging.outbox import Outbox
 from hulk.messaging.publisher import EventPublisher, TaskProducer
 from hulk.messaging.streams import STREAM_TASKS
-from tests.integration.messaging.helpers import eventually
+from tests.integration.messaging.helpers import eventually, stream_drained
 from tests.integration.messaging.test_intake import dead_letters, make_intake
 
 
@@ -111,7 +111,7 @@ async def test_engine_delivery_settles(conn: NatsConnection) -> None:
     await producer.submit(TaskEnvelope(type="t", id="ok"))
     await asyncio.wait_for(done.wait(), 10)
     await eventually(lambda: intake.owned == 0, 10)
-    si = await conn.js.stream_info(STREAM_TASKS)
-    assert si.state.messages == 0
+
+    await stream_drained(conn, STREAM_TASKS)
     assert seen[:2] == [1, 2]
     await intake.stop()
