@@ -110,6 +110,7 @@ class Service:
             "HULK_SERVER__HOST": "127.0.0.1",
             "HULK_SERVER__PORT": "<free port>",
             "HULK_NATS__DATA_DIR": "<temp dir>/nats",
+            "HULK_NATS__EMBEDDED": "true",
             **self.extra_env,
         }
 
@@ -120,6 +121,8 @@ class Service:
                 HULK_SERVER__HOST="127.0.0.1",
                 HULK_SERVER__PORT=str(self.port),
                 HULK_NATS__DATA_DIR=str(self.data_dir / "nats"),
+                # "auto" would use a NATS server already answering on localhost:4222: never the machine's.
+                HULK_NATS__EMBEDDED="true",
             )
         env.update(self.extra_env)
         return env

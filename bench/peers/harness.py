@@ -295,7 +295,8 @@ def run_peer(spec: PeerSpec, *, tasks: int, window: int = DEFAULT_WINDOW, timeou
         if worker is not None:
             _stop_group(worker)
         server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if not os.environ.get("HULK_PEER_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
     t0, t1 = float(sent["t0"]), float(sent["t1"])
     return {
         "peer": spec.name,
