@@ -359,17 +359,26 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += _table(["target", "measured", ""], targets, "lll")
         lines.append("")
     groups = results.get("groups", {})
-    if "peers" in groups:
-        lines += _peers_section(groups["peers"])
-    if "http" in groups:
-        lines += _http_section(groups["http"])
-    if "cold_start" in groups:
-        lines += _cold_section(groups["cold_start"])
-    if "scaling" in groups:
-        lines += _scaling_section(groups["scaling"])
-    for key, title in (("native", "Native core"), ("engine", "Engine"), ("cache", "Cache"), ("nats", "NATS messaging")):
-        if key in groups:
-            lines += _pytest_section(title, groups[key])
+    sections: list[tuple[str, str, Any]] = [
+        ("peers", "Durable end-to-end against peers", _peers_section),
+        ("http", "HTTP", _http_section),
+        ("cold_start", "Cold start", _cold_section),
+        ("scaling", "Scaling", _scaling_section),
+        ("native", "Native core", None),
+        ("engine", "Engine", None),
+        ("cache", "Cache", None),
+        ("nats", "NATS messaging", None),
+    ]
+    for key, title, render_section in sections:
+        if key not in groups:
+            continue
+        g = groups[key]
+        if g.get("skipped"):
+            lines += [f"## {title}", "", f"Not measured in the last run: {g['skipped']}.", ""]
+        elif render_section is None:
+            lines += _pytest_section(title, g)
+        else:
+            lines += render_section(g)
     return "\n".join(lines).rstrip() + "\n"
 
 

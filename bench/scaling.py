@@ -1,6 +1,6 @@
 """Scaling: throughput with 1, 2 and 4 hulk instances on one JetStream server; latency against queue depth.
 
-    .venv/bin/python -m bench.scaling            # full sizes (about 2 minutes)
+    .venv/bin/python -m bench.scaling            # full sizes (about 90 s)
     .venv/bin/python -m bench.scaling --quick    # smoke sizes
 
 Throughput: the bench starts one nats-server (JetStream, file storage) and K `hulk serve` instances
@@ -191,14 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke sizes")
     parser.add_argument("--instances", default="1,2,4")
-    parser.add_argument("--tasks", type=int, default=None, help="tasks per throughput run (default 20000)")
+    parser.add_argument("--tasks", type=int, default=None, help="tasks per throughput run (default 8000)")
     parser.add_argument("--repeats", type=int, default=None, help="throughput runs per instance count (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
-    tasks = args.tasks or (2_000 if args.quick else 20_000)
+    tasks = args.tasks or (2_000 if args.quick else 8_000)
     repeats = args.repeats or (1 if args.quick else 3)
-    depths = [0, 500, 2_000] if args.quick else [0, 1_000, 4_000, 16_000]
-    probes = 2 if args.quick else 5
+    depths = [0, 500, 2_000] if args.quick else [0, 1_000, 2_000, 4_000]
+    probes = 2 if args.quick else 3
     try:
         result = scaling([int(x) for x in args.instances.split(",")], tasks, repeats, depths, probes)
     except RuntimeError as exc:
