@@ -82,7 +82,7 @@ def _targets(results: dict[str, Any]) -> list[list[str]]:
         rows.append(["durable end-to-end vs peers", f"not measured: {_reason(why)}", "—"])
     http = groups.get("http", {})
     submit = http.get("submit_2000", {}).get("result")
-    if submit:
+    if submit and "rps" in submit:
         p95 = submit["latency_ms"]["p95"]
         rows.append(
             [
@@ -173,7 +173,7 @@ def _peers_section(g: dict[str, Any]) -> list[str]:
 def _http_section(g: dict[str, Any]) -> list[str]:
     out = ["## HTTP", "", f"Measured {g.get('measured', '?')}.", ""]
     compare = g.get("compare", {})
-    if compare.get("result"):
+    if "hulk" in compare.get("result", {}):
         c = compare["result"]
         out.append(
             f"wrk, {c['connections']} connections, {c['threads']} threads, {c['duration']} per run, "
@@ -214,7 +214,7 @@ def _http_section(g: dict[str, Any]) -> list[str]:
     else:
         out += _skip(compare, "hulk vs bare Starlette")
     submit = g.get("submit_2000", {})
-    if submit.get("result"):
+    if "rps" in submit.get("result", {}):
         s = submit["result"]
         lat = s["latency_ms"]
         out.append(
@@ -417,7 +417,7 @@ def render_charts(results: dict[str, Any], charts: Path) -> list[Path]:
         plt.close(fig)
 
     compare = groups.get("http", {}).get("compare", {}).get("result")
-    if compare:
+    if compare and "hulk" in compare:
         routes = [r for r in ("health", "submit") if compare["hulk"].get(r) and compare["bare"].get(r)]
         fig, ax = plt.subplots(figsize=(6, 3.5))
         width = 0.38

@@ -295,6 +295,8 @@ def _script(ctx: Context, what: str, cmd: list[str], timeout: float) -> dict[str
         return {"command": _shown(cmd), "error": f"exit {proc.returncode}: {(proc.stderr or proc.stdout)[-2000:]}"}
     if result.get("skipped"):
         return {"command": _shown(cmd), "skipped": result["skipped"]}
+    if result.get("error"):
+        return {"command": _shown(cmd), "error": result["error"]}
     return {"command": _shown(cmd), "exit": proc.returncode, "result": result}
 
 

@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,8 @@ __all__ = ["RssSampler", "Service", "hulk_serve_argv", "hulk_serve_missing"]
 
 REPO = Path(__file__).resolve().parents[1]
 Target = Literal["hulk", "bare"]
+# hulk's start-up line, {"event":"hulk.ready",...,"url":"http://127.0.0.1:PORT",...} (JSON logs).
+_READY_PORT = re.compile(r'"hulk\.ready".*?"url":\s*"http://[^"]*?:(\d+)"')
 
 
 def hulk_serve_argv() -> list[str]:
@@ -77,7 +80,9 @@ class Service:
 
     def __init__(self, target: Target = "hulk", *, env: Mapping[str, str] | None = None) -> None:
         self.target = target
-        self.port = free_port()
+        # hulk binds port 0 and logs the port it got, so no other process on the machine can take its
+        # port between a pick and the bind; the bare app's port is picked right before it starts.
+        self.port = 0
         self._tmp = tempfile.TemporaryDirectory(prefix=f"hulk-bench-{target}-")
         self.data_dir = Path(self._tmp.name)
         self.log_path = self.data_dir / "service.log"
@@ -98,8 +103,11 @@ class Service:
         """The command that starts it."""
         if self.target == "hulk":
             return hulk_serve_argv()
+        # Not `--fd` with a socket bound here: uvicorn takes an inherited fd for a Unix socket and then
+        # leaves Nagle on (40 ms per response under wrk).
         uvicorn = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1"]
-        return [*uvicorn, "--port", str(self.port), "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
+        port = str(self.port) if self.port else "<free port>"
+        return [*uvicorn, "--port", port, "--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
 
     @property
     def shown_env(self) -> dict[str, str]:
@@ -108,7 +116,7 @@ class Service:
             return dict(self.extra_env)
         return {
             "HULK_SERVER__HOST": "127.0.0.1",
-            "HULK_SERVER__PORT": "<free port>",
+            "HULK_SERVER__PORT": "0 (the port is read from the hulk.ready log line)",
             "HULK_NATS__DATA_DIR": "<temp dir>/nats",
             "HULK_NATS__EMBEDDED": "true",
             **self.extra_env,
@@ -119,7 +127,7 @@ class Service:
         if self.target == "hulk":
             env.update(
                 HULK_SERVER__HOST="127.0.0.1",
-                HULK_SERVER__PORT=str(self.port),
+                HULK_SERVER__PORT="0",
                 HULK_NATS__DATA_DIR=str(self.data_dir / "nats"),
                 # "auto" would use a NATS server already answering on localhost:4222: never the machine's.
                 HULK_NATS__EMBEDDED="true",
@@ -130,6 +138,8 @@ class Service:
     def start(self, timeout: float = 90.0) -> float:
         """Starts the process and waits for readiness; returns seconds from spawn to the first 200."""
         path = "/ready" if self.target == "hulk" else "/health"
+        if self.target == "bare":
+            self.port = free_port()
         with self.log_path.open("wb") as log:
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
@@ -142,7 +152,10 @@ class Service:
                 start_new_session=True,
             )
         deadline = self.started_at + timeout
-        while _status(self.port, path, timeout=0.5) != 200:
+        while not self.port or _status(self.port, path, timeout=0.5) != 200:
+            if not self.port:
+                match = _READY_PORT.search(self.log_tail(200_000))
+                self.port = int(match.group(1)) if match else 0
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.target} exited with {self.proc.returncode}:\n{self.log_tail()}")
             if time.monotonic() > deadline:

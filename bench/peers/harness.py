@@ -29,6 +29,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import subprocess
@@ -43,7 +44,7 @@ from typing import Any, Literal
 
 import psutil
 
-from bench.peers.servers import NatsServer, RedisServer, free_port
+from bench.peers.servers import NatsServer, RedisServer
 
 __all__ = [
     "PeerSpec",
@@ -82,8 +83,9 @@ class PeerSpec:
         durable: what "done" means for this peer's durability (written next to its numbers).
         work: the worker's body when the peer has no worker CLI (`--role worker` runs it on uvloop).
         worker_env: extra environment of the worker process (`{url}` is replaced by the server URL).
-        ready_port_env: when set, the worker is an HTTP service: the harness puts a free port in this
-            environment variable and waits for `GET /ready` 200 instead of the ready file.
+        ready_port_env: when set, the worker is `hulk serve`: the harness sets this variable to 0 (any
+            free port), reads the port from the worker's `hulk.ready` log line and waits for
+            `GET /ready` 200 instead of the ready file.
         notes: anything else a reader should know next to the numbers.
 
     """
@@ -221,18 +223,30 @@ def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float, what: 
     return path.read_text()
 
 
-def _wait_http_ready(port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+# hulk's start-up line, {"event":"hulk.ready",...,"url":"http://127.0.0.1:PORT",...}.
+_READY_PORT = re.compile(r'"hulk\.ready".*?"url":\s*"http://[^"]*?:(\d+)"')
+
+
+def _http_status(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    except OSError:
+        return 0
+    finally:
+        conn.close()
+
+
+def _wait_http_ready(proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
     deadline = time.monotonic() + timeout
+    port = 0
     while True:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
-        try:
-            conn.request("GET", "/ready")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        finally:
-            conn.close()
+        if not port:
+            match = _READY_PORT.search(_tail(log, 200_000))
+            port = int(match.group(1)) if match else 0
+        if port and _http_status(port, "/ready") == 200:
+            return
         if proc.poll() is not None:
             raise RuntimeError(f"worker ready: worker exited with {proc.returncode}\n{_tail(log)}")
         if time.monotonic() > deadline:
@@ -261,10 +275,8 @@ def run_peer(spec: PeerSpec, *, tasks: int, window: int = DEFAULT_WINDOW, timeou
         "HULK_PEER_DONE": str(done),
     }
     worker_env = {**env, **{k: v.replace("{url}", server.url) for k, v in spec.worker_env.items()}}
-    ready_port = 0
     if spec.ready_port_env:
-        ready_port = free_port()
-        worker_env[spec.ready_port_env] = str(ready_port)
+        worker_env[spec.ready_port_env] = "0"  # any free port: the worker logs the one it bound
     worker_argv = spec.worker_argv()
     producer_argv = [sys.executable, "-m", spec.module, "--role", "producer"]
     worker: subprocess.Popen[bytes] | None = None
@@ -278,8 +290,8 @@ def run_peer(spec: PeerSpec, *, tasks: int, window: int = DEFAULT_WINDOW, timeou
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        if ready_port:
-            _wait_http_ready(ready_port, worker, 90.0, log)
+        if spec.ready_port_env:
+            _wait_http_ready(worker, 90.0, log)
         else:
             _wait_file(ready, worker, 60.0, "worker ready", log)
         cpu_before = _tree_cpu(worker.pid)
