@@ -442,8 +442,8 @@ def render_charts(results: dict[str, Any], charts: Path) -> list[Path]:
         colors = [HULK_COLOR if k == "hulk" else (BASE_COLOR if k == "raw-nats" else PEER_COLOR) for k, _ in items]
         fig, ax = plt.subplots(figsize=(8, 0.5 * len(items) + 1.5))
         ax.barh(labels, med, xerr=[lo, hi], color=colors, capsize=3)
-        for y, x in enumerate(med):
-            ax.text(x, y, f"  {x:,.0f}", va="center", fontsize=8)
+        for y, (x, (_, p)) in enumerate(zip(med, items, strict=True)):
+            ax.text(p["tasks_per_s"]["max"], y, f"  {x:,.0f}", va="center", fontsize=8)
         ax.set_xlabel("tasks/s, producer and worker running together (median, min–max)")
         ax.set_title(f"Durable end-to-end throughput, no-op tasks ({stamp})", fontsize=10)
         ax.set_xlim(0, max(p["tasks_per_s"]["max"] for _, p in items) * 1.2)
