@@ -160,25 +160,47 @@ class BoundedQueue:
 
 _JitterMode = Literal["none", "full", "equal", "decorrelated"]
 
+@final
 class BackoffScheduler:
     """Holds items until they are due; computes exponential backoff delays with jitter.
 
     The delay for attempt n >= 1 is d = min(max_delay, base * factor**(n-1)), then jitter:
     "none" -> d; "full" -> uniform(0, d); "equal" -> d/2 + uniform(0, d/2);
     "decorrelated" -> min(max_delay, uniform(base, 3 * previous delay of that key)).
+
+    A huge attempt gives max_delay (never inf or NaN). Decorrelated jitter remembers the last delay
+    of up to 65,536 recently scheduled keys (at least the 32,768 most recent), beyond the popping
+    or cancelling of their entries; an unknown key, and attempt 1, start from `base`.
+
+    Each key has at most one pending entry. Every method is O(log n) amortized, never blocks and
+    stays attached to the GIL; an internal lock makes the scheduler safe to share between threads.
+
+    Args:
+        base: delay of attempt 1 before jitter, seconds, finite and > 0.
+        factor: growth per attempt, finite and >= 1.
+        max_delay: cap on every delay, seconds, finite and >= base.
+        jitter: "none", "full", "equal" or "decorrelated".
+        seed: an int in [0, 2**64) that makes the jitter reproducible; None seeds from the OS.
+
+    Raises:
+        ValueError: an argument is out of range (the message names it).
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         base: float,
         factor: float = 2.0,
         max_delay: float,
         jitter: _JitterMode = "full",
         seed: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def delay(self, attempt: int) -> float:
-        """Computes one delay for `attempt` (>= 1) without scheduling anything."""
+        """Computes one delay for `attempt` (>= 1) without scheduling anything.
+
+        Decorrelated jitter has no key here: it takes the un-jittered delay of `attempt - 1`
+        (`base` for attempt 1) as the previous delay.
+        """
 
     def schedule(self, key: str, item: object, attempt: int, now: float | None = None) -> float:
         """Schedules `item` under `key` after the backoff delay for `attempt`; returns its due time.
@@ -187,19 +209,25 @@ class BackoffScheduler:
         """
 
     def schedule_at(self, key: str, item: object, due: float) -> None:
-        """Schedules `item` under `key` at the absolute monotonic time `due`."""
+        """Schedules `item` under `key` at the absolute monotonic time `due` (finite).
+
+        Re-scheduling a key replaces its previous entry.
+        """
 
     def cancel(self, key: str) -> bool:
         """Removes the entry of `key`; True if there was one."""
 
     def pop_due(self, now: float | None = None, max_items: int = 1024) -> list[Any]:
-        """Removes and returns the items due at `now`, earliest first, at most `max_items`."""
+        """Removes and returns the items due at `now` (due <= now), earliest first, at most `max_items`.
+
+        Items due at the same time come out in scheduling order.
+        """
 
     def next_due(self) -> float | None:
         """The earliest due time, or None when empty."""
 
     def __len__(self) -> int: ...
-    def __contains__(self, key: object) -> bool: ...
+    def __contains__(self, key: object, /) -> bool: ...
 
 # --- CircuitBreaker ------------------------------------------------------------------------------
 
