@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +18,7 @@ from typing import Any
 import pytest
 from tests.conftest import CacheFactory
 
-from hulk.engine import BreakerPolicy, EngineConfig, Hulk, Registry, Task, TaskStatus
-from hulk.engine.pool import CacheLike, CacheNamespaceLike
+from hulk.engine import BreakerPolicy, CacheLike, CacheNamespaceLike, EngineConfig, Hulk, Registry, Task, TaskStatus
 from hulk.keys import canonical_payload, result_key
 from hulk.testing import FakeClock
 
@@ -321,3 +322,9 @@ def test_cache_ttl_must_be_a_positive_finite_number(ttl: Any) -> None:
         registry.register(handler, "x", cache_ttl=ttl)
     assert registry.register(handler, "y", cache_ttl=5).cache_ttl == 5.0
     assert registry.register(handler, "z").cache_ttl is None
+
+
+def test_the_engine_does_not_import_the_cache_package() -> None:
+    code = "import sys, hulk.engine, hulk.context; print(sorted(m for m in sys.modules if m.startswith('hulk.cache')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
