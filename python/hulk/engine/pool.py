@@ -205,7 +205,7 @@ class _TypeRuntime:
         breaker: CircuitBreaker | None,
         fail_fast: bool,
         metrics: TypeMetrics,
-        cache: bool = False,
+        has_cache: bool = False,
     ) -> None:
         self.spec = spec
         self.fn = spec.fn
@@ -224,7 +224,7 @@ class _TypeRuntime:
         # fn(payload), 1: await fn(payload, task=task), 2: off the loop, 3: through the result
         # cache, which then calls it the `call_mode` way) and bound metric methods.
         self.call_mode = 2 if self.kind != _LOOP else (1 if self.pass_task else 0)
-        self.cache_ttl = spec.cache_ttl if cache else None
+        self.cache_ttl = spec.cache_ttl if has_cache else None
         self.mode = 3 if self.cache_ttl is not None else self.call_mode
         self.cache_hits_inc = metrics.cache_hits.inc
         self.submitted_inc = metrics.submitted.inc
@@ -390,7 +390,7 @@ class WorkerPool:
                 breaker,
                 breaker is not None and self._fail_fast[breaker.name],
                 self.metrics.for_type(spec.name),
-                cache=self.cache is not None,
+                has_cache=self.cache is not None,
             )
 
     @property
