@@ -129,6 +129,7 @@ class Service:
             wiring.engine_config(s),
             store=NatsTaskStore(node.status, Task.from_dict),
             events=NatsEventSink(node.events),
+            cache=self.cache,
         )
         engine.on_dead(self._log_dead)
         await engine.start()
