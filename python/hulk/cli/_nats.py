@@ -7,6 +7,7 @@ server cannot be reached, so the caller can degrade with a clear message.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -88,18 +89,22 @@ def _mask(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-async def _quiet(_: Exception) -> None:
-    """nats-py reports connection errors to a callback as well as raising them: one is enough."""
-
-
 @contextlib.asynccontextmanager
 async def _connect(target: NatsTarget) -> AsyncIterator[Client]:
+    errors: list[BaseException] = []
+
+    async def remember(exc: Exception) -> None:
+        # nats-py reports each failed attempt here and then raises a generic "no servers": keep the cause.
+        errors.append(exc)
+
     options: dict[str, Any] = {
         "servers": list(target.urls),
         "connect_timeout": target.timeout,
+        # nats-py retries a server forever when max_reconnect_attempts is 0; 1 means two tries each.
         "allow_reconnect": False,
-        "max_reconnect_attempts": 0,
-        "error_cb": _quiet,
+        "max_reconnect_attempts": 1,
+        "reconnect_time_wait": 0.1,
+        "error_cb": remember,
         "name": "thor",
     }
     if target.user:
@@ -109,9 +114,10 @@ async def _connect(target: NatsTarget) -> AsyncIterator[Client]:
     if target.creds_file:
         options["user_credentials"] = target.creds_file
     try:
-        nc = await nats.connect(**options)
+        nc = await asyncio.wait_for(nats.connect(**options), timeout=target.timeout * 3)
     except Exception as exc:  # nats-py raises several unrelated types for "no server"
-        reason = str(exc) or type(exc).__name__
+        cause = errors[-1] if errors else exc
+        reason = str(cause) or type(cause).__name__
         raise NatsUnavailable(target.label, reason) from None
     try:
         yield nc
@@ -207,7 +213,10 @@ async def instances(target: NatsTarget, *, window: float = 60.0) -> list[dict[st
         try:
             remaining = min((await sub.consumer_info()).num_pending or 0, _MAX_HEARTBEATS)
             while remaining > 0:
-                batch = await sub.fetch(min(remaining, 256), timeout=target.timeout)
+                try:
+                    batch = await sub.fetch(min(remaining, 256), timeout=target.timeout)
+                except nats.errors.TimeoutError:
+                    break
                 remaining -= len(batch)
                 for msg in batch:
                     try:
@@ -225,6 +234,7 @@ async def instances(target: NatsTarget, *, window: float = 60.0) -> list[dict[st
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+    now = dt.datetime.now(dt.UTC)
     result = []
     for name, (stamp, body) in latest.items():
         entry = {"instance": name, **{k: v for k, v in body.items() if k != "instance"}}
