@@ -30,6 +30,7 @@ __all__ = [
     "HulkClient",
     "RequestTimeout",
     "Unreachable",
+    "instance_from_settings",
 ]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -119,6 +120,17 @@ class ApiError(ClientError):
         if self.retry_after is not None:
             body["retry_after"] = self.retry_after
         return body
+
+
+def instance_from_settings(settings: Any) -> tuple[str, str | None]:
+    """The URL and admin token of the instance that `settings` (a `hulk.config.Settings`) describes.
+
+    A wildcard bind address (`0.0.0.0`, `::`) is reached on loopback.
+    """
+    server = settings.server
+    host = server.host if server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{server.port}", server.admin_token.get_secret_value() or None
 
 
 def _api_error(response: httpx.Response) -> ApiError:

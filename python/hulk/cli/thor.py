@@ -39,6 +39,7 @@ from hulk.client import (
     HulkClient,
     RequestTimeout,
     Unreachable,
+    instance_from_settings,
 )
 from hulk.timeparse import parse_duration
 
@@ -137,13 +138,9 @@ class State:
         if url is None or token is None:
             settings = self.settings()
             if settings is not None:
-                server = settings.server
-                if url is None:
-                    host = server.host if server.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-                    host = f"[{host}]" if ":" in host else host
-                    url = f"http://{host}:{server.port}"
-                if token is None:
-                    token = server.admin_token.get_secret_value() or None
+                config_url, config_token = instance_from_settings(settings)
+                url = url or config_url
+                token = token or config_token
         url = url or DEFAULT_URL
         if not url.startswith(("http://", "https://")):
             fail(self, EXIT_USAGE, "usage", f"--url must start with http:// or https://, got {url!r}")

@@ -251,10 +251,17 @@ def _nats_server_binary() -> str:
 
 
 @contextlib.contextmanager
-def nats_server(store: Path) -> Iterator[str]:
-    """A JetStream nats-server on a free port (`-p -1`); ready when its log says so. Yields its URL."""
+def nats_server(store: Path, *, jetstream: bool = True) -> Iterator[str]:
+    """A nats-server (with JetStream unless told) on a free port (`-p -1`), ready when its log says so.
+
+    Yields:
+        Its URL.
+    """
+    command = [_nats_server_binary(), "-a", "127.0.0.1", "-p", "-1"]
+    if jetstream:
+        command += ["-js", "-sd", str(store)]
     proc = subprocess.Popen(
-        [_nats_server_binary(), "-js", "-a", "127.0.0.1", "-p", "-1", "-sd", str(store)],
+        command,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
