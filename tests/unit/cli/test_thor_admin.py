@@ -70,7 +70,12 @@ def test_usage_errors_exit_2(live: LiveApi) -> None:
 def test_completion_is_offered() -> None:
     result = runner.invoke(app, ["--help"])
     assert "--install-completion" in result.stdout
-    assert "--show-completion" in result.stdout
+    script = runner.invoke(app, ["--show-completion", "bash"], prog_name="thor")
+    assert script.exit_code == 0
+    assert "_THOR_COMPLETE=complete_bash" in script.stdout
+    env = {"_THOR_COMPLETE": "complete_bash", "COMP_WORDS": "thor tasks re", "COMP_CWORD": "2"}
+    completed = runner.invoke(app, [], env=env, prog_name="thor")
+    assert completed.stdout.split() == ["replay"]
 
 
 # --- unreachable ---------------------------------------------------------------------------------

@@ -1,18 +1,23 @@
-"""hulk-mcp as agents run it: a subprocess (`python -m hulk.mcp --url ...`) driven over stdio by the mcp
-SDK's own client, against a live HTTP API. Lists the tools and calls each one, with good and bad arguments."""
+"""hulk-mcp as agents run it: a subprocess (`python -m hulk.mcp --url ...`) driven by the mcp SDK's own
+client over stdio (and once over streamable HTTP), against a live HTTP API. Lists the tools and calls each
+one, with good and bad arguments."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, TextContent, TextResourceContents
 
-from tests.unit.cli.ops_live import LiveApi
+from tests.unit.cli.ops_live import LiveApi, closed_port_url
 
 TOOLS = {
     "submit_task",
@@ -158,3 +163,38 @@ async def test_unreachable_instance_is_a_tool_error(live: LiveApi) -> None:
         result = await client.call_tool("submit_task", {"task_type": "echo"})
         assert result.is_error
         assert "cannot reach" in text(result)
+
+
+@contextlib.contextmanager
+def streamable_http_server(*args: str) -> Iterator[str]:
+    """`python -m hulk.mcp --transport streamable-http` on a free port; ready when uvicorn says it runs."""
+    port = int(closed_port_url().rsplit(":", 1)[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HULK_")}
+    command = [sys.executable, "-m", "hulk.mcp", "--transport", "streamable-http", "--port", str(port), *args]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if "Uvicorn running on" in line:
+                break
+        else:
+            raise RuntimeError("hulk-mcp did not start:\n" + "".join(seen))
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+async def test_streamable_http_transport(live: LiveApi) -> None:
+    with streamable_http_server("--url", live.url, "--admin-token", live.admin_token) as endpoint:
+        async with Client(endpoint) as client:
+            assert {t.name for t in (await client.list_tools()).tools} == TOOLS
+            done = ok(await client.call_tool("submit_task", {"task_type": "echo", "payload": 7, "wait_seconds": 5}))
+            assert done["result"] == 7
+            bad = await client.call_tool("list_dead_tasks", {"limit": -1})
+            assert bad.is_error
