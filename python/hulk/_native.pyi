@@ -160,25 +160,47 @@ class BoundedQueue:
 
 _JitterMode = Literal["none", "full", "equal", "decorrelated"]
 
+@final
 class BackoffScheduler:
     """Holds items until they are due; computes exponential backoff delays with jitter.
 
     The delay for attempt n >= 1 is d = min(max_delay, base * factor**(n-1)), then jitter:
     "none" -> d; "full" -> uniform(0, d); "equal" -> d/2 + uniform(0, d/2);
     "decorrelated" -> min(max_delay, uniform(base, 3 * previous delay of that key)).
+
+    A huge attempt gives max_delay (never inf or NaN). Decorrelated jitter remembers the last delay
+    of up to 65,536 recently scheduled keys (at least the 32,768 most recent), beyond the popping
+    or cancelling of their entries; an unknown key, and attempt 1, start from `base`.
+
+    Each key has at most one pending entry. Every method is O(log n) amortized, never blocks and
+    stays attached to the GIL; an internal lock makes the scheduler safe to share between threads.
+
+    Args:
+        base: delay of attempt 1 before jitter, seconds, finite and > 0.
+        factor: growth per attempt, finite and >= 1.
+        max_delay: cap on every delay, seconds, finite and >= base.
+        jitter: "none", "full", "equal" or "decorrelated".
+        seed: an int in [0, 2**64) that makes the jitter reproducible; None seeds from the OS.
+
+    Raises:
+        ValueError: an argument is out of range (the message names it).
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         base: float,
         factor: float = 2.0,
         max_delay: float,
         jitter: _JitterMode = "full",
         seed: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def delay(self, attempt: int) -> float:
-        """Computes one delay for `attempt` (>= 1) without scheduling anything."""
+        """Computes one delay for `attempt` (>= 1) without scheduling anything.
+
+        Decorrelated jitter has no key here: it takes the un-jittered delay of `attempt - 1`
+        (`base` for attempt 1) as the previous delay.
+        """
 
     def schedule(self, key: str, item: object, attempt: int, now: float | None = None) -> float:
         """Schedules `item` under `key` after the backoff delay for `attempt`; returns its due time.
@@ -187,19 +209,25 @@ class BackoffScheduler:
         """
 
     def schedule_at(self, key: str, item: object, due: float) -> None:
-        """Schedules `item` under `key` at the absolute monotonic time `due`."""
+        """Schedules `item` under `key` at the absolute monotonic time `due` (finite).
+
+        Re-scheduling a key replaces its previous entry.
+        """
 
     def cancel(self, key: str) -> bool:
         """Removes the entry of `key`; True if there was one."""
 
     def pop_due(self, now: float | None = None, max_items: int = 1024) -> list[Any]:
-        """Removes and returns the items due at `now`, earliest first, at most `max_items`."""
+        """Removes and returns the items due at `now` (due <= now), earliest first, at most `max_items`.
+
+        Items due at the same time come out in scheduling order.
+        """
 
     def next_due(self) -> float | None:
         """The earliest due time, or None when empty."""
 
     def __len__(self) -> int: ...
-    def __contains__(self, key: object) -> bool: ...
+    def __contains__(self, key: object, /) -> bool: ...
 
 # --- CircuitBreaker ------------------------------------------------------------------------------
 
@@ -214,6 +242,7 @@ class _BreakerMetrics(TypedDict):
     slow_calls: int
     rejected: int
 
+@final
 class CircuitBreaker:
     """A circuit breaker with resilience4j's semantics (count or time sliding window).
 
@@ -222,10 +251,43 @@ class CircuitBreaker:
     `failure_count_threshold` failures are in the window); a call is slow when its duration is
     strictly greater than `slow_call_duration`. OPEN moves to HALF_OPEN by itself after
     `wait_open` plus up to `jitter * wait_open`; HALF_OPEN allows exactly `half_open_calls` probes.
+
+    Once `half_open_calls` probe outcomes are recorded, their rates decide: OPEN again (a fresh
+    jittered wait) or CLOSED with an empty window (`failure_count_threshold` applies to the CLOSED
+    window only). A breaker never stays open for good: `force_open` also half-opens after the wait.
+    A probe whose outcome is never reported holds its slot until `release` is called for it, so
+    callers must end every permitted call with `record_success`, `record_failure` or `release`.
+    Outcomes recorded while OPEN (calls permitted before it opened) are ignored, as in resilience4j.
+
+    Every method is O(1) (a time window also steps over the buckets elapsed since its last use, at
+    most one pass over them), takes one internal lock and stays attached to the GIL; the clock is
+    read at most once per call, and only when the state or window needs it. `now` must be finite.
+
+    Args:
+        name: the name carried by BreakerOpen.
+        failure_rate_threshold: failure percentage in (0, 100] that opens the breaker.
+        slow_call_rate_threshold: slow-call percentage in (0, 100] that opens the breaker.
+        slow_call_duration: seconds (finite, >= 0) above which a call is slow.
+        window_type: "count" (the last `window_size` calls) or "time" (the last `window_size`
+            seconds, in ceil(window_size / bucket_width) buckets).
+        window_size: calls (count, at most 1,000,000) or whole seconds (time), >= 1.
+        minimum_calls: calls the window must hold before rates are computed, >= 1.
+        wait_open: seconds (finite, >= 0) to stay open before half-opening.
+        jitter: extra wait as a fraction of `wait_open` in [0, 1], drawn uniformly per opening so
+            many breakers do not retry in lockstep.
+        half_open_calls: probes permitted in HALF_OPEN, >= 1.
+        bucket_width: seconds per time-window bucket, > 0 and (time windows) <= window_size, with
+            at most 1,000,000 buckets.
+        failure_count_threshold: failures in the window that open the breaker regardless of
+            `minimum_calls` (None: off), >= 1.
+        seed: seed of the jitter generator in [0, 2**64) (None: from the OS), for reproducible waits.
+
+    Raises:
+        ValueError: an argument is out of range; the message names it and its value.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         name: str = "default",
         failure_rate_threshold: float = 50.0,
@@ -240,7 +302,7 @@ class CircuitBreaker:
         bucket_width: float = 1.0,
         failure_count_threshold: int | None = None,
         seed: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def name(self) -> str:
         """The breaker's name."""
@@ -253,25 +315,34 @@ class CircuitBreaker:
         """Asks permission for one call (counting half-open probes); False counts as rejected."""
 
     def acquire(self, now: float | None = None) -> None:
-        """Like `allow`, but raises BreakerOpen (with `retry_after`) instead of returning False."""
+        """Like `allow`, but raises BreakerOpen (with `retry_after`) instead of returning False.
+
+        `retry_after` is 0.0 when the breaker is half-open with every probe slot taken.
+        """
 
     def retry_after(self, now: float | None = None) -> float:
         """Seconds until an open breaker half-opens (0.0 when not open)."""
 
     def record_success(self, duration: float, now: float | None = None) -> None:
-        """Records a permitted call that succeeded after `duration` seconds."""
+        """Records a permitted call that succeeded after `duration` seconds (finite, >= 0)."""
 
     def record_failure(self, duration: float, now: float | None = None) -> None:
-        """Records a permitted call that failed after `duration` seconds."""
+        """Records a permitted call that failed after `duration` seconds (finite, >= 0)."""
 
     def release(self, now: float | None = None) -> None:
         """Ends a permitted call with no outcome (cancelled, ignored error), freeing its probe slot."""
 
     def metrics(self, now: float | None = None) -> _BreakerMetrics:
-        """Current state, rates and counters."""
+        """Current state, rates and counters.
+
+        `calls`, `failures` and `slow_calls` describe the window (CLOSED, and OPEN as it was when
+        it tripped, still sliding for time windows) or the probes reported so far (HALF_OPEN);
+        rates are -1.0 below the minimum number of calls (`half_open_calls` in HALF_OPEN).
+        `rejected` counts refusals since creation or the last `reset`.
+        """
 
     def reset(self) -> None:
-        """Back to CLOSED with an empty window."""
+        """Back to CLOSED with an empty window and `rejected` at zero."""
 
     def force_open(self, now: float | None = None) -> None:
         """Opens now, as if tripped; it half-opens after the usual (jittered) wait."""
@@ -289,43 +360,70 @@ class _CacheStats(TypedDict):
     size: int
     capacity: int
 
+@final
 class L1Cache:
     """Bounded concurrent cache with per-entry TTL and frequency-aware eviction.
 
+    Keys are `str` or `bytes` (`"a"` and `b"a"` are different keys); values are any object. Eviction
+    is quick_cache's CLOCK-PRO / S3-FIFO policy (hot, cold and ghost entries), which keeps the
+    frequently read working set against one-hit wonders. Expiry is lazy: an expired entry is a miss
+    and is dropped when read; until then it holds its slot and counts in `len()`. Entries without a
+    TTL never read the clock. Every method is O(1) per key (or per batch item), thread-safe, and
+    stays attached to the GIL.
+
     Args:
-        capacity: maximum number of entries, >= 1.
+        capacity: maximum number of entries, >= 1; `len()` never exceeds it.
         ttl: default time to live in seconds for entries set without one (None: no expiry).
+
+    Raises:
+        ValueError: `capacity` < 1, or `ttl` negative or NaN (`math.inf` means no expiry).
     """
 
-    def __init__(self, capacity: int, *, ttl: float | None = None) -> None: ...
+    def __new__(cls, capacity: int, *, ttl: float | None = None) -> Self: ...
     @property
     def capacity(self) -> int:
         """Maximum number of entries."""
 
     def get(self, key: _CacheKey, default: Any = None, now: float | None = None) -> Any:
-        """The value of a live entry, or `default`."""
+        """The value of a live entry, or `default`.
+
+        Raises TypeError for a key that is not str or bytes, ValueError for a `now` that is not finite.
+        """
 
     def set(self, key: _CacheKey, value: object, ttl: float | None = None, now: float | None = None) -> None:
-        """Stores `value`; `ttl` overrides the cache's default."""
+        """Stores `value`; `ttl` overrides the cache's default (`math.inf`: no expiry).
+
+        The entry is live while `now < time of set + ttl`. Raises TypeError for a key that is not
+        str or bytes, ValueError for a negative or NaN `ttl` or a `now` that is not finite.
+        """
 
     def delete(self, key: _CacheKey) -> bool:
-        """Removes `key`; True if it was present."""
+        """Removes `key`; True if it was present (an expired entry not yet dropped counts)."""
 
     def get_many(self, keys: Iterable[_CacheKey], now: float | None = None) -> dict[_CacheKey, Any]:
-        """The live entries among `keys` (misses are left out)."""
+        """The live entries among `keys` (misses are left out); reads the clock at most once."""
 
     def set_many(
         self,
-        items: Mapping[_CacheKey, object] | Iterable[tuple[_CacheKey, object]],
+        items: Mapping[str, object]
+        | Mapping[bytes, object]
+        | Mapping[_CacheKey, object]
+        | Iterable[tuple[_CacheKey, object]],
         ttl: float | None = None,
         now: float | None = None,
     ) -> None:
-        """Stores every item with the same `ttl`."""
+        """Stores every item with the same `ttl`; a bad key or item raises before anything is stored."""
 
     def __len__(self) -> int: ...
-    def __contains__(self, key: object) -> bool: ...
+    def __contains__(self, key: object, /) -> bool:
+        """Whether `key` holds a live entry by the native clock; not counted in the stats."""
+
     def clear(self) -> None:
-        """Removes every entry."""
+        """Removes every entry (entries set meanwhile by other threads may survive)."""
 
     def stats(self) -> _CacheStats:
-        """Hits, misses, inserts, evictions, hit ratio, size and capacity."""
+        """Hits, misses, inserts, evictions, hit ratio, size and capacity.
+
+        `evictions` counts entries dropped to make room and expired entries dropped when read;
+        `hit_ratio` is hits / (hits + misses), 0.0 before any read; `size` is `len()`.
+        """

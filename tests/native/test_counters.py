@@ -68,4 +68,4 @@ def test_histogram_rejects_nan_observation() -> None:
 
 def test_histogram_takes_keyword_buckets_only() -> None:
     with pytest.raises(TypeError):
-        Histogram([1.0])  # type: ignore[misc]
+        Histogram([1.0])  # type: ignore[call-arg]

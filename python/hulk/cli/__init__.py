@@ -1,1 +1,1 @@
-"""hulk's command lines: `thor` (operate a running instance) and `hulk` (run one)."""
+"""Command-line entry points: `hulk` (service) and `thor` (operators)."""

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from hulk.config import parse_duration
 from hulk.errors import HulkError
 from hulk.http.backend import TaskBackend
 from hulk.http.errors import status_for
@@ -35,7 +36,6 @@ from hulk.http.middleware import (
 from hulk.http.models import BatchAccepted, BatchItem, LogLevel, SubmitBatch, SubmitTask, TaskAccepted
 from hulk.http.openapi import openapi_document
 from hulk.http.responses import JSONResponse, error_response
-from hulk.timeparse import parse_duration
 
 MetricsRenderer = Callable[[], tuple[bytes, str]]
 MAX_WAIT = 60.0
