@@ -73,6 +73,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
+    # A rich traceback would print local variables, tokens among them.
+    pretty_exceptions_enable=False,
 )
 tasks_app = typer.Typer(
     help="Submit, inspect, cancel and replay tasks; list dead letters.",
