@@ -41,7 +41,7 @@ from hulk.client import (
     Unreachable,
     instance_from_settings,
 )
-from hulk.timeparse import parse_duration
+from hulk.config import parse_duration
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_UNREACHABLE", "EXIT_USAGE", "app", "main"]
 
@@ -415,7 +415,7 @@ def _duration(value: str) -> float:
     try:
         return parse_duration(value)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(f"expected {exc}, got {value!r}") from None
 
 
 def _json_value(raw: str) -> Any:

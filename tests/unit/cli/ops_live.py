@@ -218,7 +218,8 @@ def serve_api(backend: MemoryBackend | None = None, *, admin_token: str = ADMIN_
     sock.bind(("127.0.0.1", 0))
     sock.listen(512)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", loop="asyncio", access_log=False)
+    # No log_config nor log_level: uvicorn then leaves the logging module (and its own loggers' levels) alone.
+    config = uvicorn.Config(app, log_config=None, log_level=None, lifespan="off", loop="asyncio", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="live-api", daemon=True)
     thread.start()

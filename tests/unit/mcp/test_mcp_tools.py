@@ -177,3 +177,16 @@ def test_usage_errors(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFix
         options_from_args(argv)
     assert exited.value.code == 2
     assert "hulk-mcp" in capsys.readouterr().err
+
+
+async def test_every_tool_in_process(live: LiveApi) -> None:
+    dead_id = live.backend.add_dead()
+    async with admin(live) as client:
+        assert ok(await client.call_tool("runtime_status", {}))["runtime"]["instance"] == "mem-1"
+        assert len(ok(await client.call_tool("list_breakers", {}))["breakers"]) == 2
+        assert ok(await client.call_tool("reset_breaker", {"name": "payments"}))["name"] == "payments"
+        assert ok(await client.call_tool("cache_stats", {}))["l2"]["state"] == "up"
+        assert ok(await client.call_tool("list_dead_tasks", {"limit": 1}))["tasks"][0]["id"] == dead_id
+        new_id = ok(await client.call_tool("replay_dead_task", {"task_id": dead_id}))["id"]
+        assert ok(await client.call_tool("get_task", {"task_id": new_id}))["status"] == "queued"
+        assert ok(await client.call_tool("cancel_task", {"task_id": new_id}))["status"] == "cancelled"
