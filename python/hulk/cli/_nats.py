@@ -232,8 +232,12 @@ async def instances(target: NatsTarget, *, window: float = 60.0) -> list[dict[st
                     if name not in latest or latest[name][0] <= stamp:
                         latest[name] = (stamp, body)
         finally:
+            # Ephemeral consumers linger until their inactive threshold: delete ours now.
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            if config.name:
+                with contextlib.suppress(Exception):
+                    await nc.jsm().delete_consumer(HEARTBEAT_STREAM, config.name)
     now = dt.datetime.now(dt.UTC)
     result = []
     for name, (stamp, body) in latest.items():

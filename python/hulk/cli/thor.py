@@ -379,12 +379,21 @@ def _show(value: Any) -> str:
 
 
 def kv_table(title: str, data: Mapping[str, Any]) -> Table:
-    """A two-column table of `data`, nested keys flattened with dots."""
-    table = Table(title=title, show_header=False, title_justify="left", box=None, pad_edge=False)
+    """A two-column table of `data`, nested keys flattened with dots; `*_at` epochs shown as local times."""
+    table = Table(
+        title=title or None,
+        title_style="bold",
+        show_header=False,
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+        min_width=len(title),
+    )
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")
     for key, value in _flatten(data):
-        table.add_row(escape(key), escape(_show(value)))
+        shown = _when(value) if key.endswith("_at") else _show(value)
+        table.add_row(escape(key), escape(shown))
     return table
 
 

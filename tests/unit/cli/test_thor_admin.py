@@ -273,6 +273,9 @@ def test_status_lists_instances_from_heartbeats(live: LiveApi, nats_url: str) ->
     result = thor(live, "--nats-url", nats_url, "status")
     assert "instances (heartbeats)" in result.stdout
     assert "draining" in result.stdout
+    # The heartbeat reader deletes its ephemeral consumer.
+    streams = as_json(runner.invoke(app, ["--nats-url", nats_url, "streams", "--json"]))
+    assert {s["name"]: s["consumers"] for s in streams}["HULK_ENGINE_EVENTS"] == 0
 
 
 def test_status_with_no_recent_heartbeat(live: LiveApi, tmp_path: Path) -> None:
