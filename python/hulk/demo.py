@@ -51,8 +51,10 @@ def _breaker() -> None:
     for _ in range(4):
         if breaker.allow(now=0.0):
             breaker.record_failure(0.01, now=0.0)
-    print(f"CircuitBreaker: after 4 failures state={breaker.state!r}, allow={breaker.allow(now=0.5)}")
-    print(f"  at t=1.0 allow={breaker.allow(now=1.0)} (half-open probe), state={breaker.state!r}")
+    state = breaker.metrics(now=0.0)["state"]
+    print(f"CircuitBreaker: after 4 failures at t=0 state={state!r}, allow at t=0.5 -> {breaker.allow(now=0.5)}")
+    probe = breaker.allow(now=1.0)
+    print(f"  t=1.0: allow -> {probe} (a half-open probe), state={breaker.metrics(now=1.0)['state']!r}")
 
 
 def _cache() -> None:

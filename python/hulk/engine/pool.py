@@ -1,0 +1,1327 @@
+"""The worker pool: runs tasks from the native queue with timeouts, retries, breakers and limits.
+
+How a task runs, and why it is cheap:
+
+- `submit` checks the type, pushes the task into the native `BoundedQueue` (a full queue raises
+  `QueueFull` at once: backpressure) and appends a `created` event. Nothing else grows: delayed
+  tasks are bounded by `max_scheduled`, parked ones count against the queue's capacity.
+- `workers` long-lived worker coroutines take tasks in batches (`pop_many`) and await the handler
+  inline: no asyncio task, timer, lock or log line per task. A sync handler runs in a bounded thread
+  pool (a process pool if declared), so it never blocks the loop.
+- One timer, the tick (`tick_interval`), watches every worker's deadline in one pass (the
+  watchdog), releases due retries and delayed tasks from the native `BackoffScheduler`s, reports
+  breakers that stay open and auto-scales the worker count. A timed-out async handler is cancelled
+  at its current await; a timed-out sync handler's thread cannot be stopped, so its attempt is
+  marked timed out, its worker moves on and the thread's eventual result is discarded.
+- Transitions are appended to a buffer and handed to the status store and the event sink once per
+  event-loop turn; metrics are native counters bumped inline and read at scrape time.
+
+External delivery (service mode): a task submitted with a `Delivery` (a NATS message, say) is not
+retried locally: the pool calls `delivery.on_retry(task, delay)` (nak with delay) and
+`delivery.on_terminal(task)` (ack or term), and exposes `free_slots()` and `running_deliveries()`
+so the consumer fetches only for free slots and sends progress acks. `drain` hands back the tasks
+not started, with their deliveries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import multiprocessing
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor as _Executor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+import structlog
+
+from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker
+from hulk.engine.clock import Clock, SystemClock
+from hulk.engine.config import BackoffPolicy, BreakerPolicy, EngineConfig
+from hulk.engine.errors import DuplicateTask, EngineStopped, IllegalTransition, PayloadError, UnknownTaskType
+from hulk.engine.events import EventSink, NullEventSink, TaskEvent
+from hulk.engine.ids import IdGenerator
+from hulk.engine.lifecycle import Health
+from hulk.engine.metrics import EngineMetrics, TypeMetrics
+from hulk.engine.registry import Registry, TaskSpec
+from hulk.engine.store import StatusStore
+from hulk.engine.task import TERMINAL, Task, TaskError, TaskStatus
+from hulk.errors import QueueClosed, QueueFull
+
+__all__ = ["Delivery", "DrainResult", "WorkerPool"]
+
+_log = structlog.get_logger("hulk.engine.pool")
+
+SCHEDULED = TaskStatus.SCHEDULED
+QUEUED = TaskStatus.QUEUED
+RUNNING = TaskStatus.RUNNING
+RETRYING = TaskStatus.RETRYING
+SUCCEEDED = TaskStatus.SUCCEEDED
+DEAD = TaskStatus.DEAD
+CANCELLED = TaskStatus.CANCELLED
+
+_SUBMITTABLE = frozenset({None, QUEUED, SCHEDULED, RETRYING})
+_HELD = frozenset({SCHEDULED, RETRYING})
+
+# Why a running attempt is being cancelled by the engine (None: not at all).
+_TIMEOUT = 1
+_CANCEL = 2
+_SHUTDOWN = 3
+
+_LOOP = 0
+_THREAD = 1
+_PROCESS = 2
+
+# Results of these types are JSON by construction; containers are checked with orjson.
+_JSON_SCALARS = frozenset({type(None), str, int, float, bool})
+
+_new_task = object.__new__
+_dumps = orjson.dumps
+
+# Payloads that are JSON by construction and small: no need to serialise them to check.
+_TRIVIAL_PAYLOADS = frozenset({bool, float})
+
+
+@runtime_checkable
+class Delivery(Protocol):
+    """How an externally delivered task (a broker message) is settled.
+
+    Both methods are called on the event loop and must not block: schedule the I/O (ack, nak)
+    and return.
+    """
+
+    def on_retry(self, task: Task, delay: float) -> None:
+        """The task should run again in `delay` seconds (nak with delay); the pool forgets it."""
+        ...
+
+    def on_terminal(self, task: Task) -> None:
+        """The task reached succeeded, dead or cancelled (ack; term for dead)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    """What a drain hands back so that nothing is lost.
+
+    Attributes:
+        not_started: tasks accepted but never started (queued, delayed or waiting for a retry),
+            with their deliveries; requeue them (their status is unchanged).
+        interrupted: tasks whose attempt was still running at the deadline and was cut short;
+            they are `retrying` with error TaskInterrupted; requeue them too.
+        finished_in_time: True when every running attempt ended before the deadline.
+    """
+
+    not_started: list[tuple[Task, Delivery | None]] = field(default_factory=list)
+    interrupted: list[tuple[Task, Delivery | None]] = field(default_factory=list)
+    finished_in_time: bool = True
+
+    @property
+    def tasks(self) -> list[Task]:
+        """Every handed-back task, not started first."""
+        return [task for task, _ in self.not_started] + [task for task, _ in self.interrupted]
+
+
+class _TypeRuntime:
+    """A handler bound to this pool: resolved policies, its breaker, scheduler, limit and metrics."""
+
+    __slots__ = (
+        "active",
+        "breaker",
+        "duration_observe",
+        "fail_fast",
+        "fn",
+        "kind",
+        "limit",
+        "metrics",
+        "mode",
+        "parked",
+        "pass_task",
+        "retries",
+        "scheduler",
+        "spec",
+        "started_inc",
+        "submitted_inc",
+        "succeeded_inc",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        spec: TaskSpec,
+        config: EngineConfig,
+        scheduler: BackoffScheduler,
+        breaker: CircuitBreaker | None,
+        fail_fast: bool,
+        metrics: TypeMetrics,
+    ) -> None:
+        self.spec = spec
+        self.fn = spec.fn
+        self.kind = {"loop": _LOOP, "thread": _THREAD, "process": _PROCESS}[spec.executor]
+        self.pass_task = spec.pass_task
+        self.timeout = config.timeout if spec.timeout is None else spec.timeout
+        self.retries = config.max_retries if spec.retries is None else spec.retries
+        self.scheduler = scheduler
+        self.breaker = breaker
+        self.fail_fast = fail_fast
+        self.limit = spec.concurrency or 0
+        self.active = 0
+        self.parked: deque[Task] = deque()
+        self.metrics = metrics
+        # What the worker loop needs, one attribute away: how to call the handler (0: await
+        # fn(payload), 1: await fn(payload, task=task), 2: off the loop) and bound metric methods.
+        self.mode = 2 if self.kind != _LOOP else (1 if self.pass_task else 0)
+        self.submitted_inc = metrics.submitted.inc
+        self.started_inc = metrics.started.inc
+        self.succeeded_inc = metrics.succeeded.inc
+        self.duration_observe = metrics.duration.observe
+
+
+class _Worker:
+    """One worker coroutine's state, read by the watchdog."""
+
+    __slots__ = ("aio", "interrupt", "number", "retire", "sleeping", "task")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.task: Task | None = None
+        self.interrupt = 0
+        self.retire = False
+        self.sleeping: asyncio.Future[None] | None = None
+        self.aio: asyncio.Task[None] | None = None
+
+
+def _queue_full(capacity: int) -> QueueFull:
+    err = QueueFull(f"queue full (capacity {capacity}), retry later")
+    err.capacity = capacity
+    return err
+
+
+def _check_result(result: Any) -> None:
+    try:
+        orjson.dumps(result)
+    except TypeError as exc:
+        raise PayloadError(f"handler result is not JSON-serialisable: {exc}") from None
+
+
+class WorkerPool:
+    """Runs submitted tasks on worker coroutines; a `Component` named "pool".
+
+    Args:
+        registry: the handlers.
+        config: engine settings.
+        clock: time source (default: the system clock).
+        store: status store fed with every transition batch (None: none).
+        events: event sink fed with every transition batch (None: none).
+        metrics: native metrics to fill (None: new ones).
+        ids: id generator for tasks submitted without an id.
+        on_dead: callbacks run with each task that turns dead (the dead-letter hook); a callback
+            may return an awaitable, which is scheduled on the loop.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        config: EngineConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        store: StatusStore | None = None,
+        events: EventSink | None = None,
+        metrics: EngineMetrics | None = None,
+        ids: IdGenerator | None = None,
+        on_dead: Sequence[Callable[[Task], object]] = (),
+    ) -> None:
+        self.config = config = config if config is not None else EngineConfig()
+        self.registry = registry
+        self.clock = clock = clock if clock is not None else SystemClock()
+        self._now: Callable[[], float] = clock.monotonic
+        if type(clock) is SystemClock:
+            self._now = time.monotonic
+        self._wall = clock.wall_offset()
+        self.store = store
+        self.events = events if events is not None else NullEventSink()
+        self.metrics = metrics if metrics is not None else EngineMetrics()
+        self._ids = ids if ids is not None else IdGenerator(seed=config.seed)
+        self._next_id = self._ids.next
+        self._max_payload = config.max_payload_bytes
+        self._idempotent: OrderedDict[tuple[str, str], Task] = OrderedDict()
+        self.on_dead: list[Callable[[Task], object]] = list(on_dead)
+
+        self._q = BoundedQueue(config.queue_size)
+        self._capacity = config.queue_size
+        self._batch = config.batch_size
+        self._local: deque[Task] = deque()
+        self._live: dict[str, Task] = {}
+        self._pending: list[TaskEvent] = []
+        self._pend = self._pending.append  # the list is never replaced: flush copies and clears it
+        self._flush_armed = False
+        self._wake_armed = False
+        self._sleepers: list[_Worker] = []
+        self._room_waiters: list[asyncio.Future[None]] = []
+        self._parked_count = 0
+        self._workers: list[_Worker] = []
+        self._worker_numbers = 0
+        self._interrupted: list[tuple[Task, Delivery | None]] = []
+        self._background: set[asyncio.Future[Any]] = set()
+
+        self._schedulers: dict[BackoffPolicy, BackoffScheduler] = {}
+        self._delay_sched = self._scheduler_for(config.backoff)
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self._fail_fast: dict[str, bool] = {}
+        self._types: dict[str, _TypeRuntime] = {}
+        self._bind_new()
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._processes: ProcessPoolExecutor | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._accepting = True
+        self._closing = False
+        self._state = "new"
+        self._stuck_since: dict[str, float] = {}
+        self._stuck_reported: set[str] = set()
+        low, high = config.worker_bounds
+        self._min_workers = low
+        self._max_workers = high
+        self._target_workers = config.worker_count
+        self._next_autoscale = 0.0
+        self._next_health = 0.0
+        self._latency_seen = (0.0, 0)
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _scheduler_for(self, policy: BackoffPolicy) -> BackoffScheduler:
+        sched = self._schedulers.get(policy)
+        if sched is None:
+            seed = self.config.seed
+            sched = BackoffScheduler(
+                base=policy.base,
+                factor=policy.factor,
+                max_delay=policy.max_delay,
+                jitter=policy.jitter,
+                seed=None if seed is None else seed + len(self._schedulers),
+            )
+            self._schedulers[policy] = sched
+        return sched
+
+    def _breaker_for(self, name: str) -> CircuitBreaker:
+        breaker = self.breakers.get(name)
+        if breaker is None:
+            policy = self.registry.breakers.get(name) or BreakerPolicy()
+            seed = self.config.seed
+            breaker = CircuitBreaker(
+                name=name,
+                seed=None if seed is None else seed + 1000 + len(self.breakers),
+                **policy.native_kwargs(),
+            )
+            self.breakers[name] = breaker
+            self._fail_fast[name] = policy.fail_fast
+        return breaker
+
+    def _bind_new(self) -> None:
+        """Binds the handlers registered since the last call (handlers may be added until start)."""
+        for spec in self.registry:
+            if spec.name in self._types:
+                continue
+            breaker = None if spec.breaker is None else self._breaker_for(spec.breaker)
+            self._types[spec.name] = _TypeRuntime(
+                spec,
+                self.config,
+                self._scheduler_for(spec.backoff or self.config.backoff),
+                breaker,
+                breaker is not None and self._fail_fast[breaker.name],
+                self.metrics.for_type(spec.name),
+            )
+
+    @property
+    def name(self) -> str:
+        """The component name, "pool"."""
+        return "pool"
+
+    async def start(self) -> None:
+        """Starts the workers (and the tick timer) on the running loop."""
+        if self._state != "new":
+            raise RuntimeError(f"pool cannot start: it is {self._state}")
+        self._loop = asyncio.get_running_loop()
+        self._bind_new()
+        self._threads = ThreadPoolExecutor(max_workers=self.config.thread_count, thread_name_prefix="hulk-sync")
+        for _ in range(self._target_workers):
+            self._spawn()
+        if self.config.tick_interval is not None:
+            self._ticker = self._loop.create_task(self._tick_loop(self.config.tick_interval), name="hulk-pool-tick")
+        self._state = "started"
+        now = self._now()
+        self._next_autoscale = now + self.config.autoscale_interval
+        self._next_health = now + 1.0
+        if self._pending:
+            self._arm_flush()
+        if len(self._q):
+            self._arm_wake()
+
+    def ready(self) -> bool:
+        """True while started and accepting tasks."""
+        return self._state == "started" and self._accepting
+
+    def _spawn(self) -> _Worker:
+        assert self._loop is not None
+        self._worker_numbers += 1
+        worker = _Worker(self._worker_numbers)
+        worker.aio = self._loop.create_task(self._work(worker), name=f"hulk-worker-{worker.number}")
+        self._workers.append(worker)
+        return worker
+
+    # --- intake -----------------------------------------------------------------------------
+
+    def submit(self, task: Task, delivery: Delivery | None = None, *, delay: float | None = None) -> Task:
+        """Accepts a task: queued at once, or scheduled after `delay` seconds.
+
+        The task's id, creation time and limits are filled in when unset. Call on the event loop.
+
+        Args:
+            task: a new task, or one handed back by a drain (status queued, scheduled or retrying).
+            delivery: settles an externally delivered task (see `Delivery`); None for in-process.
+            delay: seconds to wait before queueing (None or 0: queue now).
+
+        Returns:
+            `task`.
+
+        Raises:
+            QueueFull: the queue (or the delayed set) is full: retry later.
+            UnknownTaskType: no handler for `task.type`.
+            EngineStopped: the pool is draining or stopped.
+            DuplicateTask: a live task has the same id.
+            IllegalTransition: the task is running or terminal.
+        """
+        if not self._accepting:
+            raise EngineStopped("the worker pool is draining or stopped; submit refused")
+        rt = self._types.get(task.type)
+        if rt is None:
+            self._bind_new()
+            rt = self._types.get(task.type)
+            if rt is None:
+                raise UnknownTaskType(task.type)
+        previous = task.status
+        if previous is not None and previous not in _SUBMITTABLE:
+            raise IllegalTransition(task.id, previous, QUEUED)
+        now = self._now()
+        wall = now + self._wall
+        if task.id:
+            if task.id in self._live:
+                raise DuplicateTask(task.id)
+        else:
+            task.id = self._next_id(wall)
+        if not task.created_at:
+            task.created_at = wall
+        if task.max_retries is None:
+            task.max_retries = rt.retries
+        if task.timeout is None:
+            task.timeout = rt.timeout
+        task._rt = rt
+        task._delivery = delivery
+        if delay:
+            if len(self._delay_sched) >= self.config.max_scheduled:
+                raise _queue_full(self.config.max_scheduled)
+            self._hold(task, self._delay_sched, now + delay, wall)
+        else:
+            if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
+                self.metrics.rejected.inc()
+                raise _queue_full(self._capacity)
+            if not self._q.try_push(task):
+                self.metrics.rejected.inc()
+                raise _queue_full(self._capacity)
+            task.status = QUEUED
+            task.queued_at = wall
+            self._pending.append((task, previous, QUEUED, wall))
+            if not self._flush_armed:
+                self._arm_flush()
+            if self._sleepers and not self._wake_armed:
+                self._arm_wake()
+        self._live[task.id] = task
+        rt.metrics.submitted.inc()
+        return task
+
+    def submit_payload(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        delay: float | None = None,
+        tenant: str = "default",
+        idempotency_key: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        priority: int = 0,
+        trace: dict[str, str] | None = None,
+    ) -> Task:
+        """Checks the payload, creates the task and submits it: the hot path behind `Hulk.submit`.
+
+        See `Hulk.submit` for the arguments and errors.
+        """
+        if idempotency_key is not None:
+            known = self._idempotent.get((tenant, idempotency_key))
+            if known is not None and not self._expired(known):
+                return known
+        if payload is not None and payload.__class__ not in _TRIVIAL_PAYLOADS:
+            try:
+                size = len(_dumps(payload))
+            except TypeError as exc:
+                raise PayloadError(f"payload of {type!r} is not JSON-serialisable: {exc}") from None
+            if size > self._max_payload:
+                raise PayloadError(f"payload of {type!r} is {size} bytes, more than the {self._max_payload} allowed")
+        if not self._accepting:
+            raise EngineStopped("the worker pool is draining or stopped; submit refused")
+        rt = self._types.get(type)
+        if rt is None:
+            self._bind_new()
+            rt = self._types.get(type)
+            if rt is None:
+                raise UnknownTaskType(type)
+        if delay:
+            task = Task(type, payload, tenant=tenant, idempotency_key=idempotency_key, priority=priority, trace=trace)
+            task.max_retries = retries
+            task.timeout = timeout
+            self.submit(task, delay=delay)
+        else:
+            if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
+                self.metrics.rejected.inc()
+                raise _queue_full(self._capacity)
+            wall = self._now() + self._wall
+            # Every slot written once, without __init__'s keyword handling: the per-task allocation
+            # of the hot path.
+            task = _new_task(Task)
+            task._delivery = None
+            task._rt = rt
+            task._sched = None
+            task.attempt = 0
+            task.created_at = wall
+            task.error = None
+            task.finished_at = None
+            task.id = self._next_id(wall)
+            task.idempotency_key = idempotency_key
+            task.max_retries = rt.retries if retries is None else retries
+            task.payload = payload
+            task.priority = priority
+            task.queued_at = wall
+            task.result = None
+            task.run_at = None
+            task.started_at = None
+            task.status = QUEUED
+            task.tenant = tenant
+            task.timeout = rt.timeout if timeout is None else timeout
+            task.trace = trace
+            task.type = type
+            if not self._q.try_push(task):
+                self.metrics.rejected.inc()
+                raise _queue_full(self._capacity)
+            self._pend((task, None, QUEUED, wall))
+            if not self._flush_armed:
+                self._arm_flush()
+            if self._sleepers and not self._wake_armed:
+                self._arm_wake()
+            self._live[task.id] = task
+            rt.submitted_inc()
+        if idempotency_key is not None:
+            self._remember(task)
+        return task
+
+    def submit_many(
+        self,
+        type: str,
+        payloads: Sequence[Any],
+        *,
+        tenant: str = "default",
+        retries: int | None = None,
+        timeout: float | None = None,
+        priority: int = 0,
+        trace: dict[str, str] | None = None,
+    ) -> list[Task]:
+        """Submits one task per payload in one call: one clock read, one native push, one count.
+
+        For producers that have several tasks at once (a batch HTTP request, a fetched batch of
+        messages). Every payload is checked before any task is accepted. The tasks share one
+        creation time.
+
+        Returns:
+            The accepted tasks: a prefix of `payloads`, shorter when the queue filled up (submit
+            the rest later).
+
+        Raises:
+            QueueFull: the queue is full before the first task.
+            PayloadError, UnknownTaskType, EngineStopped: as `Hulk.submit`; nothing is accepted.
+        """
+        if not payloads:
+            return []
+        limit = self._max_payload
+        for payload in payloads:
+            if payload is not None and payload.__class__ not in _TRIVIAL_PAYLOADS:
+                try:
+                    size = len(_dumps(payload))
+                except TypeError as exc:
+                    raise PayloadError(f"payload of {type!r} is not JSON-serialisable: {exc}") from None
+                if size > limit:
+                    raise PayloadError(f"payload of {type!r} is {size} bytes, more than the {limit} allowed")
+        if not self._accepting:
+            raise EngineStopped("the worker pool is draining or stopped; submit refused")
+        rt = self._types.get(type)
+        if rt is None:
+            self._bind_new()
+            rt = self._types.get(type)
+            if rt is None:
+                raise UnknownTaskType(type)
+        room = self._capacity - len(self._q) - self._parked_count
+        if room <= 0:
+            self.metrics.rejected.inc()
+            raise _queue_full(self._capacity)
+        wall = self._now() + self._wall
+        next_id = self._next_id
+        max_retries = rt.retries if retries is None else retries
+        attempt_timeout = rt.timeout if timeout is None else timeout
+        tasks: list[Task] = []
+        append = tasks.append
+        for payload in payloads[:room] if len(payloads) > room else payloads:
+            task = _new_task(Task)
+            task._delivery = None
+            task._rt = rt
+            task._sched = None
+            task.attempt = 0
+            task.created_at = wall
+            task.error = None
+            task.finished_at = None
+            task.id = next_id(wall)
+            task.idempotency_key = None
+            task.max_retries = max_retries
+            task.payload = payload
+            task.priority = priority
+            task.queued_at = wall
+            task.result = None
+            task.run_at = None
+            task.started_at = None
+            task.status = QUEUED
+            task.tenant = tenant
+            task.timeout = attempt_timeout
+            task.trace = trace
+            task.type = type
+            append(task)
+        accepted = self._q.push_many(tasks)
+        if accepted < len(tasks):
+            del tasks[accepted:]
+        if not tasks:
+            self.metrics.rejected.inc()
+            raise _queue_full(self._capacity)
+        live = self._live
+        pend = self._pend
+        for task in tasks:
+            live[task.id] = task
+            pend((task, None, QUEUED, wall))
+        rt.metrics.submitted.inc(len(tasks))
+        if not self._flush_armed:
+            self._arm_flush()
+        if self._sleepers and not self._wake_armed:
+            self._arm_wake()
+        return tasks
+
+    def _expired(self, task: Task) -> bool:
+        if task.status not in TERMINAL or task.finished_at is None:
+            return False
+        return task.finished_at + self.config.store_ttl <= self._now() + self._wall
+
+    def _remember(self, task: Task) -> None:
+        assert task.idempotency_key is not None
+        self._idempotent[(task.tenant, task.idempotency_key)] = task
+        while len(self._idempotent) > self.config.store_capacity:
+            self._idempotent.popitem(last=False)
+
+    async def wait_for_room(self) -> None:
+        """Returns once the queue has room again (for producers that got QueueFull)."""
+        if len(self._q) + self._parked_count < self._capacity:
+            return
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._room_waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._room_waiters:
+                self._room_waiters.remove(fut)
+
+    def _wake_room(self) -> None:
+        waiters, self._room_waiters = self._room_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    def free_slots(self) -> int:
+        """Attempts that could start now without waiting: idle workers minus tasks already queued."""
+        busy = sum(1 for w in self._workers if w.task is not None)
+        return max(0, len(self._workers) - busy - len(self._q) - len(self._local) - self._parked_count)
+
+    def running_deliveries(self) -> list[Delivery]:
+        """Deliveries of the attempts running now (for periodic progress acks)."""
+        out = []
+        for w in self._workers:
+            task = w.task
+            if task is not None and task._delivery is not None:
+                out.append(task._delivery)
+        return out
+
+    def get(self, task_id: str) -> Task | None:
+        """The live (not yet terminal) record of `task_id` held by this pool, or None."""
+        return self._live.get(task_id)
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _arm_flush(self) -> None:
+        if self._loop is not None:
+            self._flush_armed = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hands the buffered transitions to the store and the event sink now."""
+        self._flush_armed = False
+        if not self._pending:
+            return
+        batch = self._pending[:]
+        self._pending.clear()
+        if self.store is not None:
+            try:
+                self.store.record(batch)
+            except Exception:
+                _log.exception("status_store_failed", events=len(batch))
+        try:
+            self.events.publish(batch)
+        except Exception:
+            _log.exception("event_sink_failed", events=len(batch))
+
+    def _emit(self, task: Task, previous: TaskStatus | None, status: TaskStatus, wall: float) -> None:
+        self._pending.append((task, previous, status, wall))
+        if not self._flush_armed:
+            self._arm_flush()
+
+    # --- workers ----------------------------------------------------------------------------
+
+    def _arm_wake(self) -> None:
+        if self._loop is not None:
+            self._wake_armed = True
+            self._loop.call_soon(self._wake)
+
+    def _wake(self) -> None:
+        self._wake_armed = False
+        want = len(self._q) + len(self._local)
+        sleepers = self._sleepers
+        while want > 0 and sleepers:
+            worker = sleepers.pop()
+            fut = worker.sleeping
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+            want -= 1
+
+    def _wake_all(self) -> None:
+        sleepers, self._sleepers = self._sleepers, []
+        for worker in sleepers:
+            fut = worker.sleeping
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    async def _sleep(self, worker: _Worker) -> None:
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        worker.sleeping = fut
+        self._sleepers.append(worker)
+        try:
+            await fut
+        finally:
+            worker.sleeping = None
+            if worker in self._sleepers:
+                self._sleepers.remove(worker)
+
+    async def _work(self, worker: _Worker) -> None:
+        """One worker: takes tasks in batches and runs them, awaiting each handler inline."""
+        try:
+            await self._work_loop(worker)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # pragma: no cover - a bug in the engine itself; keep the pool alive
+            _log.exception("worker_crashed", worker=worker.number)
+            if not self._closing and not worker.retire:
+                self._spawn()
+        finally:
+            if worker in self._workers:
+                self._workers.remove(worker)
+
+    async def _work_loop(self, worker: _Worker) -> None:
+        # The hot path. Everything touched per task is a local or one attribute away; one clock
+        # read per task; events are tuples appended to a list; metrics are native counters; no
+        # lock, timer or log line. The watchdog finds the deadline from `worker.task`.
+        q = self._q
+        local = self._local
+        popleft = local.popleft
+        live = self._live
+        pending = self._pending
+        emit = pending.append
+        now_fn = self._now
+        batch = self._batch
+        latency_observe = self.metrics.latency.observe
+        queued_status = QUEUED
+        running_status = RUNNING
+        succeeded_status = SUCCEEDED
+        scalars = _JSON_SCALARS
+        now = now_fn()
+        offset = self._wall
+        took = False
+        while True:
+            if local:
+                task = popleft()
+            else:
+                if took:
+                    # Let the loop breathe (intake, timers, flushes) once per batch taken.
+                    took = False
+                    if not self._flush_armed and pending:
+                        self._arm_flush()
+                    await asyncio.sleep(0)
+                    if worker.retire:
+                        return
+                    now = now_fn()
+                    offset = self._wall
+                    continue
+                try:
+                    items = q.pop_many(batch)
+                except QueueClosed:
+                    items = []
+                if not items:
+                    if worker.retire or self._closing:
+                        return
+                    if not self._flush_armed and pending:
+                        self._arm_flush()
+                    await self._sleep(worker)
+                    now = now_fn()
+                    offset = self._wall
+                    continue
+                if self._room_waiters:
+                    self._wake_room()
+                took = True
+                task = items[0]
+                if len(items) > 1:
+                    local.extend(items[1:])
+            if task.status is not queued_status:
+                continue  # cancelled while queued: already recorded
+            rt: _TypeRuntime = task._rt
+            if rt.limit:
+                if rt.active >= rt.limit:
+                    rt.parked.append(task)
+                    self._parked_count += 1
+                    continue
+                rt.active += 1
+            breaker = rt.breaker
+            if breaker is not None and not breaker.allow(now):
+                if rt.limit:
+                    self._release_slot(rt)
+                self._refused(task, rt, breaker, now)
+                continue
+
+            started = now + offset
+            task.status = running_status
+            task.attempt += 1
+            task.started_at = started
+            emit((task, queued_status, running_status, started))
+            rt.started_inc()
+            latency_observe(started - task.queued_at)  # type: ignore[operator]
+            worker.task = task
+            try:
+                mode = rt.mode
+                if mode == 0:
+                    result = await rt.fn(task.payload)
+                elif mode == 1:
+                    result = await rt.fn(task.payload, task=task)
+                else:
+                    result = await self._off_loop(rt, task)
+                if result is not None and type(result) not in scalars:
+                    _check_result(result)
+            except asyncio.CancelledError:
+                reason = worker.interrupt
+                worker.task = None
+                worker.interrupt = 0
+                if not reason:
+                    # Cancelled from outside the engine (loop shutdown): record, then obey.
+                    self._ended(task, rt, now_fn(), _SHUTDOWN, None)
+                    raise
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                now = now_fn()
+                self._ended(task, rt, now, reason, None)
+            except Exception as exc:
+                # A handler that turns the engine's cancellation into another error still ends
+                # as the timeout or cancel it was.
+                reason = worker.interrupt
+                worker.task = None
+                if reason:
+                    self._swallowed_cancel(worker)
+                now = now_fn()
+                self._ended(task, rt, now, reason, exc)
+            else:
+                now = now_fn()
+                worker.task = None
+                if worker.interrupt:
+                    # The handler swallowed the cancellation and returned: its result stands.
+                    self._swallowed_cancel(worker)
+                finished = now + offset
+                task.result = result
+                task.finished_at = finished
+                task.status = succeeded_status
+                emit((task, running_status, succeeded_status, finished))
+                duration = finished - started
+                if breaker is not None:
+                    breaker.record_success(duration, now)
+                rt.succeeded_inc()
+                rt.duration_observe(duration)
+                del live[task.id]
+                if task._delivery is not None:
+                    self._settle(task)
+            if rt.limit:
+                self._release_slot(rt)
+
+    @staticmethod
+    def _swallowed_cancel(worker: _Worker) -> None:
+        worker.interrupt = 0
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+
+    async def _off_loop(self, rt: _TypeRuntime, task: Task) -> Any:
+        loop = self._loop
+        assert loop is not None
+        executor: _Executor | None
+        if rt.kind == _THREAD:
+            executor = self._threads
+            ctx = contextvars.copy_context()
+            fn = functools.partial(rt.fn, task=task) if rt.pass_task else rt.fn
+            return await loop.run_in_executor(executor, ctx.run, fn, task.payload)
+        executor = self._process_pool()
+        return await loop.run_in_executor(executor, rt.fn, task.payload)
+
+    def _process_pool(self) -> ProcessPoolExecutor:
+        if self._processes is None:
+            # spawn: a forked child would inherit the loop, threads and native state mid-use.
+            self._processes = ProcessPoolExecutor(
+                max_workers=self.config.process_count, mp_context=multiprocessing.get_context("spawn")
+            )
+        return self._processes
+
+    def _release_slot(self, rt: _TypeRuntime) -> None:
+        rt.active -= 1
+        if rt.parked and rt.active < rt.limit:
+            self._local.appendleft(rt.parked.popleft())
+            self._parked_count -= 1
+            if self._sleepers and not self._wake_armed:
+                self._arm_wake()
+
+    def _settle(self, task: Task) -> None:
+        delivery = task._delivery
+        try:
+            delivery.on_terminal(task)
+        except Exception:
+            _log.exception("delivery_on_terminal_failed", task_id=task.id)
+
+    def _ended(self, task: Task, rt: _TypeRuntime, now: float, reason: int, failure: BaseException | None) -> None:
+        """Records an attempt that did not succeed: timeout, exception, cancel or shutdown."""
+        wall = now + self._wall
+        duration = wall - (task.started_at or wall)
+        metrics = rt.metrics
+        breaker = rt.breaker
+        delivery = task._delivery
+        if reason in (_CANCEL, _SHUTDOWN):
+            if breaker is not None:
+                breaker.release(now)
+            if reason == _CANCEL:
+                task.error = TaskError("TaskCancelled", f"cancelled while running attempt {task.attempt}")
+                self._finish(task, RUNNING, CANCELLED, wall)
+                metrics.cancelled.inc()
+            else:
+                task.error = TaskError("TaskInterrupted", f"attempt {task.attempt} interrupted by shutdown")
+                task.status = RETRYING
+                self._emit(task, RUNNING, RETRYING, wall)
+                self._live.pop(task.id, None)
+                self._interrupted.append((task, delivery))
+            return
+        if reason == _TIMEOUT:
+            task.error = TaskError("TaskTimeout", f"attempt {task.attempt} exceeded its timeout of {task.timeout}s")
+            metrics.timeouts.inc()
+        else:
+            assert failure is not None
+            task.error = TaskError.from_exception(failure)
+        metrics.failed.inc()
+        metrics.duration.observe(duration)
+        if breaker is not None:
+            breaker.record_failure(duration, now)
+        max_retries = rt.retries if task.max_retries is None else task.max_retries
+        if task.attempt <= max_retries:
+            task.status = RETRYING
+            self._emit(task, RUNNING, RETRYING, wall)
+            metrics.retried.inc()
+            if delivery is not None:
+                delay = rt.scheduler.delay(task.attempt)
+                task.run_at = wall + delay
+                self._live.pop(task.id, None)
+                try:
+                    delivery.on_retry(task, delay)
+                except Exception:
+                    _log.exception("delivery_on_retry_failed", task_id=task.id)
+            else:
+                due = rt.scheduler.schedule(task.id, task, task.attempt, now)
+                task._sched = rt.scheduler
+                task.run_at = due + self._wall
+        else:
+            self._dead(task, RUNNING, wall)
+
+    def _finish(self, task: Task, previous: TaskStatus, status: TaskStatus, wall: float) -> None:
+        task.status = status
+        task.finished_at = wall
+        self._emit(task, previous, status, wall)
+        self._live.pop(task.id, None)
+        if task._delivery is not None:
+            self._settle(task)
+
+    def _dead(self, task: Task, previous: TaskStatus, wall: float) -> None:
+        self._finish(task, previous, DEAD, wall)
+        task._rt.metrics.dead.inc()
+        for hook in self.on_dead:
+            try:
+                outcome = hook(task)
+                if asyncio.iscoroutine(outcome) or isinstance(outcome, asyncio.Future):
+                    fut = asyncio.ensure_future(outcome)
+                    self._background.add(fut)
+                    fut.add_done_callback(self._hook_done)
+            except Exception:
+                _log.exception("dead_letter_hook_failed", task_id=task.id)
+
+    def _hook_done(self, fut: asyncio.Future[Any]) -> None:
+        self._background.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            _log.error("dead_letter_hook_failed", error=repr(fut.exception()))
+
+    def _refused(self, task: Task, rt: _TypeRuntime, breaker: CircuitBreaker, now: float) -> None:
+        """The breaker is open: hold the task until it half-opens, or fail it fast."""
+        wall = now + self._wall
+        if rt.fail_fast:
+            task.error = TaskError("BreakerOpen", f"circuit breaker {breaker.name!r} is open")
+            self._dead(task, QUEUED, wall)
+            return
+        delay = max(breaker.retry_after(now), self.config.breaker_recheck)
+        if task._delivery is not None:
+            task.status = SCHEDULED
+            task.run_at = wall + delay
+            self._emit(task, QUEUED, SCHEDULED, wall)
+            self._live.pop(task.id, None)
+            try:
+                task._delivery.on_retry(task, delay)
+            except Exception:
+                _log.exception("delivery_on_retry_failed", task_id=task.id)
+            return
+        self._hold(task, self._delay_sched, now + delay, wall)
+
+    def _hold(self, task: Task, sched: BackoffScheduler, due: float, wall: float) -> None:
+        previous = task.status
+        task.status = SCHEDULED
+        task.run_at = due + self._wall
+        sched.schedule_at(task.id, task, due)
+        task._sched = sched
+        self._emit(task, previous, SCHEDULED, wall)
+
+    # --- cancellation -----------------------------------------------------------------------
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancels a live task.
+
+        A queued, delayed or retrying task turns `cancelled` at once. A running one is cancelled at
+        its handler's current await (a sync handler's thread cannot be stopped: its result is
+        discarded) and turns `cancelled` on the next event-loop turn.
+
+        Returns:
+            True when the task was live here and is (being) cancelled; False otherwise.
+        """
+        task = self._live.get(task_id)
+        if task is None:
+            return False
+        status = task.status
+        rt: _TypeRuntime = task._rt
+        wall = self._now() + self._wall
+        if status is RUNNING:
+            for worker in self._workers:
+                if worker.task is task and worker.aio is not None:
+                    if not worker.interrupt:
+                        worker.interrupt = _CANCEL
+                        worker.aio.cancel()
+                    return True
+            return False  # pragma: no cover - a running task always has a worker
+        if status in _HELD:
+            if task._sched is not None:
+                task._sched.cancel(task.id)
+        elif status is QUEUED:
+            try:
+                rt.parked.remove(task)
+            except ValueError:
+                pass  # still in the queue: the worker skips it
+            else:
+                self._parked_count -= 1
+        assert status is not None
+        self._finish(task, status, CANCELLED, wall)
+        rt.metrics.cancelled.inc()
+        return True
+
+    # --- the tick ---------------------------------------------------------------------------
+
+    async def _tick_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.tick()
+            except Exception:  # pragma: no cover - keep the timer alive whatever happens
+                _log.exception("tick_failed")
+
+    def tick(self, now: float | None = None) -> None:
+        """Does the periodic work once: timeouts, due tasks, breaker health, auto-scaling, flush.
+
+        Driven by the pool's own timer every `tick_interval`; tests with a fake clock call it.
+        """
+        if now is None:
+            now = self._now()
+        if type(self.clock) is SystemClock:
+            self._wall = self.clock.wall_offset()
+        offset = self._wall
+        for worker in self._workers:
+            task = worker.task
+            if task is None or worker.interrupt or worker.aio is None:
+                continue
+            rt: _TypeRuntime = task._rt
+            if now >= (task.started_at or 0.0) - offset + (task.timeout or rt.timeout):
+                worker.interrupt = _TIMEOUT
+                worker.aio.cancel()
+        if self._accepting:
+            self._release_due(now)
+        if now >= self._next_health:
+            self._next_health = now + 1.0
+            self._check_breakers(now)
+        if self._max_workers > self._min_workers and now >= self._next_autoscale and self._state == "started":
+            self._next_autoscale = now + self.config.autoscale_interval
+            self._autoscale()
+        self.flush()
+
+    def _release_due(self, now: float) -> None:
+        room = self._capacity - len(self._q) - self._parked_count
+        if room <= 0:
+            return
+        due: list[Task] = []
+        for sched in self._schedulers.values():
+            first = sched.next_due()
+            if first is not None and first <= now:
+                due.extend(sched.pop_due(now, room))
+        if not due:
+            return
+        if len(due) > 1:
+            due.sort(key=lambda task: task.run_at or 0.0)
+        wall = now + self._wall
+        for index, task in enumerate(due):
+            if index >= room or not self._q.try_push(task):
+                # No room left: back into the scheduler, due now, for the next tick.
+                task._sched.schedule_at(task.id, task, now)
+                continue
+            previous = task.status
+            task.status = QUEUED
+            task.queued_at = wall
+            task._sched = None
+            self._emit(task, previous, QUEUED, wall)
+        if self._sleepers and not self._wake_armed:
+            self._arm_wake()
+
+    def _check_breakers(self, now: float) -> None:
+        for name, breaker in self.breakers.items():
+            # metrics(now) rather than .state: the state read must use the engine's clock.
+            if breaker.metrics(now)["state"] == "closed":
+                self._stuck_since.pop(name, None)
+                self._stuck_reported.discard(name)
+                continue
+            since = self._stuck_since.setdefault(name, now)
+            if now - since >= self.config.breaker_stuck_after and name not in self._stuck_reported:
+                self._stuck_reported.add(name)
+                _log.warning("breaker_stuck_open", breaker=name, seconds=round(now - since, 1))
+
+    def stuck_breakers(self) -> list[str]:
+        """Names of breakers that stayed open longer than `breaker_stuck_after` (as last checked)."""
+        return sorted(self._stuck_reported)
+
+    def _autoscale(self) -> None:
+        snap = self.metrics.latency.snapshot()
+        seen_sum, seen_count = self._latency_seen
+        self._latency_seen = (snap["sum"], snap["count"])
+        started = snap["count"] - seen_count
+        mean_latency = (snap["sum"] - seen_sum) / started if started else 0.0
+        workers = [w for w in self._workers if not w.retire]
+        count = len(workers)
+        busy = sum(1 for w in workers if w.task is not None)
+        depth = len(self._q) + len(self._local) + self._parked_count
+        if count < self._max_workers and ((depth > 0 and busy >= count) or mean_latency > self.config.scale_up_latency):
+            grow = min(max(1, count // 4), self._max_workers - count)
+            for _ in range(grow):
+                self._spawn()
+            self.metrics.scale_ups.inc()
+            self._target_workers = count + grow
+            _log.info("pool_scaled_up", workers=count + grow, depth=depth, mean_latency=round(mean_latency, 4))
+        elif count > self._min_workers and depth == 0 and busy * 2 < count:
+            for worker in workers:
+                if worker.sleeping is not None:
+                    worker.retire = True
+                    fut = worker.sleeping
+                    if not fut.done():
+                        fut.set_result(None)
+                    self.metrics.scale_downs.inc()
+                    self._target_workers = count - 1
+                    _log.info("pool_scaled_down", workers=count - 1)
+                    break
+
+    # --- drain and stop ---------------------------------------------------------------------
+
+    async def drain(self, timeout: float | None = None) -> DrainResult:
+        """Stops intake, hands back what has not started, lets running attempts finish.
+
+        Args:
+            timeout: seconds running attempts may take to finish (None: `drain_timeout`); those
+                still running then are cancelled and handed back as interrupted.
+
+        Returns:
+            The tasks to requeue, so that nothing is lost.
+        """
+        if timeout is None:
+            timeout = self.config.drain_timeout
+        self._accepting = False
+        self._closing = True
+        items = list(self._local)
+        self._local.clear()
+        while True:
+            chunk = self._q.pop_many(4096)
+            if not chunk:
+                break
+            items.extend(chunk)
+        self._q.close()
+        for rt in self._types.values():
+            items.extend(rt.parked)
+            rt.parked.clear()
+        self._parked_count = 0
+        not_started: list[tuple[Task, Delivery | None]] = []
+        for task in items:
+            if task.status is QUEUED and self._live.pop(task.id, None) is not None:
+                not_started.append((task, task._delivery))
+        self._wake_all()
+        self._wake_room()
+        running = [w.aio for w in self._workers if w.aio is not None]
+        finished_in_time = True
+        if running:
+            _done, late = await asyncio.wait(running, timeout=timeout)
+            if late:
+                finished_in_time = False
+                for worker in list(self._workers):
+                    if worker.task is not None and worker.aio is not None and not worker.interrupt:
+                        worker.interrupt = _SHUTDOWN
+                        worker.aio.cancel()
+                await asyncio.wait(late)
+        # Last, what waits for a due time: including retries scheduled by attempts that failed
+        # while draining.
+        for task in list(self._live.values()):
+            if task.status in _HELD:
+                if task._sched is not None:
+                    task._sched.cancel(task.id)
+                    task._sched = None
+                del self._live[task.id]
+                not_started.append((task, task._delivery))
+        interrupted, self._interrupted = self._interrupted, []
+        self.flush()
+        return DrainResult(not_started, interrupted, finished_in_time)
+
+    async def stop(self, timeout: float) -> DrainResult:
+        """Drains within `timeout` seconds, then stops the timer and executors; returns the drain result."""
+        result = await self.drain(timeout)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+            self._ticker = None
+        for worker in list(self._workers):
+            if worker.aio is not None:
+                worker.aio.cancel()
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=False, cancel_futures=True)
+        self.flush()
+        self._state = "stopped"
+        return result
+
+    # --- introspection ----------------------------------------------------------------------
+
+    @property
+    def worker_count(self) -> int:
+        """Worker coroutines alive now."""
+        return len(self._workers)
+
+    @property
+    def busy(self) -> int:
+        """Attempts running now."""
+        return sum(1 for w in self._workers if w.task is not None)
+
+    @property
+    def depth(self) -> int:
+        """Tasks queued (native queue, taken batch and parked)."""
+        return len(self._q) + len(self._local) + self._parked_count
+
+    @property
+    def scheduled(self) -> int:
+        """Tasks waiting for a due time (delayed, breaker holds and retries)."""
+        return sum(len(s) for s in self._schedulers.values())
+
+    def idle(self) -> bool:
+        """True when nothing is queued, running or buffered (scheduled tasks may still be waiting)."""
+        return not self.depth and not self.busy and not self._pending
+
+    def health(self) -> Health:
+        """The pool's health: "ok" while running, "degraded" while a breaker is stuck open, "stopped" after a drain."""
+        detail: dict[str, Any] = {
+            "workers": self.worker_count,
+            "busy": self.busy,
+            "queued": self.depth,
+            "capacity": self._capacity,
+            "scheduled": self.scheduled,
+            "accepting": self._accepting,
+        }
+        if self._state == "new":
+            return Health("starting", detail)
+        if self._state == "stopped" or not self._accepting:
+            return Health("stopped", detail)
+        stuck = self.stuck_breakers()
+        if stuck:
+            detail["stuck_breakers"] = stuck
+            return Health("degraded", detail)
+        return Health("ok", detail)
+
+    def metrics_snapshot(self) -> dict[str, Any]:
+        """Native counters and histograms plus gauges, as plain data for a metrics collector.
+
+        Returns:
+            {"latency", "rejected", "scale_ups", "scale_downs", "types": {type: counters},
+            "workers", "workers_min", "workers_max", "busy", "queued", "capacity", "scheduled",
+            "queue": native queue stats, "breakers": {name: native breaker metrics}}.
+        """
+        data = self.metrics.snapshot()
+        data.update(
+            workers=self.worker_count,
+            workers_min=self._min_workers,
+            workers_max=self._max_workers,
+            busy=self.busy,
+            queued=self.depth,
+            capacity=self._capacity,
+            scheduled=self.scheduled,
+            queue=dict(self._q.stats()),
+            breakers={name: dict(b.metrics()) for name, b in sorted(self.breakers.items())},
+        )
+        return data

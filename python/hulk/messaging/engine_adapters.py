@@ -1,0 +1,214 @@
+"""The engine's plug points, implemented on NATS: event sink, status store, delivery.
+
+The engine (`hulk.engine`) defines three small protocols and imports nothing from messaging; these
+adapters implement them structurally (no import of the engine here either):
+
+- `NatsEventSink.publish(events)`: the pool's batch of transitions `(task, previous, status, at)`,
+  once per event-loop turn; grouped by kind and published as one batched event message per kind
+  (`hulk.task.created`, `completed`, `failed`...) through the durable `EventPublisher`.
+- `NatsTaskStore` (`record(events)`, `get`, `wait`, `dead`): the latest record of each task in the
+  KV bucket, coalesced to the last state per batch, written behind through the outbox path.
+- `EngineDelivery` (`on_retry(task, delay)`, `on_terminal(task)`): settles the NATS message of an
+  externally delivered task; the calls are sync (the pool calls them on the loop) and schedule the
+  ack / nak / term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from hulk.messaging.intake import NatsDelivery
+from hulk.messaging.kvstore import TERMINAL_STATUSES, NatsStatusStore
+from hulk.messaging.publisher import EventPublisher
+
+__all__ = ["EngineDelivery", "NatsEventSink", "NatsTaskStore", "event_kind_of"]
+
+log = logging.getLogger("hulk.messaging")
+
+_KIND_BY_STATUS = {
+    "scheduled": "scheduled",
+    "queued": "queued",
+    "running": "started",
+    "retrying": "retrying",
+    "succeeded": "completed",
+    "dead": "failed",
+    "cancelled": "cancelled",
+}
+
+
+class TaskLike(Protocol):
+    """What the adapters read of an engine task."""
+
+    id: str
+    type: str
+    tenant: str
+    attempt: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The record as a JSON-ready dict."""
+        ...
+
+
+def event_kind_of(previous: object, status: object) -> str:
+    """The event kind of a transition: "created" for a first submit, else by the new status."""
+    if previous is None:
+        return "created"
+    return _KIND_BY_STATUS.get(str(getattr(status, "value", status)), "updated")
+
+
+class _Background:
+    """Keeps strong references to fire-and-forget tasks and logs their failures."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("messaging background operation failed: %r", task.exception())
+
+    async def wait(self) -> None:
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+
+class NatsEventSink:
+    """The engine's `EventSink` on NATS: one batched event message per kind and pool batch.
+
+    Args:
+        publisher: the durable event publisher.
+    """
+
+    def __init__(self, publisher: EventPublisher) -> None:
+        self._publisher = publisher
+        self._bg = _Background()
+
+    def publish(self, events: Sequence[tuple[Any, Any, Any, float]]) -> None:
+        """Takes one batch of transitions; publishes them in the background, in order."""
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for task, previous, status, at in events:
+            kind = event_kind_of(previous, status)
+            event: dict[str, Any] = {
+                "task_id": task.id,
+                "type": task.type,
+                "tenant": task.tenant,
+                "attempt": task.attempt,
+                "at": at,
+            }
+            error = getattr(task, "error", None)
+            if error is not None and kind in ("retrying", "failed"):
+                event["error"] = f"{error.type}: {error.message}"
+            by_kind.setdefault(kind, []).append(event)
+        if by_kind:
+            self._bg.spawn(self._send(by_kind))
+
+    async def _send(self, by_kind: dict[str, list[dict[str, Any]]]) -> None:
+        for kind, batch in by_kind.items():
+            await self._publisher.emit_batch(kind, batch)
+
+    async def flush(self) -> None:
+        """Waits until every batch handed over so far is published (or in the outbox)."""
+        await self._bg.wait()
+
+
+class NatsTaskStore:
+    """The engine's `StatusStore` on the JetStream KV bucket.
+
+    Args:
+        store: the KV store (with a publisher, so writes go through the outbox while NATS is down).
+        task_factory: rebuilds an engine task from its record (`Task.from_dict`).
+        dead_limit: how many recent dead task ids are kept in memory for `dead()`.
+    """
+
+    def __init__(
+        self, store: NatsStatusStore, task_factory: Callable[[dict[str, Any]], Any], *, dead_limit: int = 1000
+    ) -> None:
+        self._store = store
+        self._factory = task_factory
+        self._bg = _Background()
+        self._dead: list[str] = []
+        self._dead_limit = dead_limit
+
+    def record(self, events: Sequence[tuple[Any, Any, Any, float]]) -> None:
+        """Takes one batch of transitions; writes the last state of each task behind."""
+        last: dict[str, Any] = {}
+        for task, _previous, _status, _at in events:
+            last[task.id] = task
+        records = [(task_id, task.to_dict()) for task_id, task in last.items()]
+        for task_id, rec in records:
+            if rec.get("status") == "dead":
+                self._dead.append(task_id)
+        del self._dead[: max(0, len(self._dead) - self._dead_limit)]
+        if records:
+            self._bg.spawn(self._write(records))
+
+    async def _write(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+        for task_id, rec in records:
+            await self._store.put_nowait(task_id, rec)
+
+    async def get(self, task_id: str) -> Any | None:
+        """The task's latest record (any instance wrote it), or None."""
+        rec = await self._store.get(task_id)
+        return None if rec is None else self._factory(rec)
+
+    async def wait(self, task_id: str, timeout: float | None = None) -> Any:
+        """Waits until the task is terminal (succeeded, dead or cancelled) and returns it.
+
+        Raises:
+            TimeoutError: not terminal within `timeout` seconds.
+        """
+        return self._factory(await self._store.wait(task_id, timeout=timeout))
+
+    async def dead(self, limit: int = 100) -> list[Any]:
+        """The most recent tasks this instance saw die, newest first."""
+        out = []
+        for task_id in reversed(self._dead[-limit:]):
+            rec = await self._store.get(task_id)
+            if rec is not None and rec.get("status") in TERMINAL_STATUSES:
+                out.append(self._factory(rec))
+        return out
+
+    async def flush(self) -> None:
+        """Waits until every record handed over so far is written (or in the outbox)."""
+        await self._bg.wait()
+
+
+class EngineDelivery:
+    """The engine's `Delivery` for a task fetched from NATS: ack on success, term when dead, nak to retry.
+
+    Args:
+        delivery: the fetched message's delivery.
+    """
+
+    __slots__ = ("delivery",)
+
+    _shared = _Background()
+
+    def __init__(self, delivery: NatsDelivery) -> None:
+        self.delivery = delivery
+
+    def on_retry(self, task: Any, delay: float) -> None:
+        """The task runs again after `delay` seconds: nak with that delay (any instance may run it)."""
+        self._shared.spawn(self.delivery.nak(delay))
+
+    def on_terminal(self, task: Any) -> None:
+        """The task is succeeded or cancelled (ack) or dead (dead letter with its error, then term)."""
+        status = str(getattr(task.status, "value", task.status))
+        if status == "dead":
+            error = getattr(task, "error", None)
+            text = None if error is None else f"{error.type}: {error.message}"
+            self._shared.spawn(self.delivery.term("retries exhausted", text))
+        else:
+            self._shared.spawn(self.delivery.ack())
+
+    async def in_progress(self) -> None:
+        """Progress ack (the intake's loop already sends them for held deliveries)."""
+        await self.delivery.in_progress()

@@ -1,0 +1,195 @@
+"""The wire format of a task on NATS: a JSON body and a few headers.
+
+Body (JSON): `{"id", "type", "tenant", "payload", "created_at"}`. Headers: `Nats-Msg-Id` (the
+idempotency key: the server drops a duplicate within the stream's duplicate window), `traceparent`
+(W3C), and `Hulk-Attempt-Offset` when a copy was
+re-published (deferred by an open breaker, or retried after a long delay) so attempts keep counting
+from where they were. Id, type and tenant travel in the body only (every header costs the consumer
+parsing time); dead letters and scheduler entries add them as `Hulk-Task-Id`, `Hulk-Task-Type`,
+`Hulk-Tenant` headers.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from opentelemetry import trace
+
+from hulk.messaging.streams import validate_task_type
+from hulk.observability import tracing as _tracing
+
+__all__ = [
+    "HDR_ATTEMPT_OFFSET",
+    "HDR_MSG_ID",
+    "HDR_TASK_ID",
+    "HDR_TASK_TYPE",
+    "HDR_TENANT",
+    "PoisonMessage",
+    "TaskEnvelope",
+    "batch_body",
+    "inject_trace",
+]
+
+HDR_MSG_ID = "Nats-Msg-Id"
+HDR_TASK_ID = "Hulk-Task-Id"
+HDR_TASK_TYPE = "Hulk-Task-Type"
+HDR_TENANT = "Hulk-Tenant"
+HDR_ATTEMPT_OFFSET = "Hulk-Attempt-Offset"
+HDR_REASON = "Hulk-Dead-Reason"
+HDR_ERROR = "Hulk-Last-Error"
+HDR_DELIVERIES = "Hulk-Deliveries"
+HDR_BATCH = "Hulk-Batch"
+
+
+def inject_trace(headers: dict[str, str]) -> None:
+    """Adds the current span's `traceparent` to `headers`, unless they carry one or no span is active."""
+    # The W3C propagator costs microseconds even with no span: skip it when there is none.
+    if "traceparent" not in headers and trace.get_current_span().get_span_context().is_valid:
+        _tracing.inject(headers)
+
+
+def _trace_headers(hdrs: dict[str, str]) -> dict[str, str]:
+    tp = hdrs.get("traceparent")
+    if tp is None:
+        return {}
+    out = {"traceparent": tp}
+    ts = hdrs.get("tracestate")
+    if ts is not None:
+        out["tracestate"] = ts
+    return out
+
+
+class PoisonMessage(ValueError):
+    """A message on an intake subject that is not a task hulk can read."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskEnvelope:
+    """A task as it travels on NATS.
+
+    Args:
+        type: registered task type (also the intake subject suffix).
+        payload: JSON-serialisable arguments.
+        id: task id (default: a new UUID4 hex).
+        tenant: tenant the task belongs to.
+        idempotency_key: `Nats-Msg-Id`; defaults to the task id.
+        created_at: wall-clock seconds of creation.
+        attempt_offset: attempts already spent by earlier copies of this task.
+        headers: extra headers carried as they are (e.g. a traceparent received with the task).
+
+    """
+
+    type: str
+    payload: Any = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    tenant: str = "default"
+    idempotency_key: str | None = None
+    created_at: float = field(default_factory=time.time)
+    attempt_offset: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_task_type(self.type)
+
+    @property
+    def msg_id(self) -> str:
+        """The `Nats-Msg-Id` of this task."""
+        return self.idempotency_key or self.id
+
+    def body(self) -> bytes:
+        """The JSON body."""
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "type": self.type,
+                "tenant": self.tenant,
+                "payload": self.payload,
+                "created_at": self.created_at,
+            }
+        )
+
+    def to_headers(self, *, trace: bool = True) -> dict[str, str]:
+        """The headers of a publish (with the current trace context when `trace`)."""
+        hdrs = dict(self.headers)
+        hdrs[HDR_MSG_ID] = self.msg_id
+        if self.attempt_offset:
+            hdrs[HDR_ATTEMPT_OFFSET] = str(self.attempt_offset)
+        if trace:
+            inject_trace(hdrs)
+        return hdrs
+
+    @classmethod
+    def decode(cls, data: bytes, headers: dict[str, str] | None) -> TaskEnvelope:
+        """Reads a task from a message.
+
+        Raises:
+            PoisonMessage: not JSON, not an object, or without a valid id and type.
+        """
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise PoisonMessage(f"body is not JSON: {exc}") from None
+        hdrs = headers or {}
+        return cls.from_body(body, hdrs, idempotency_key=hdrs.get(HDR_MSG_ID))
+
+    @classmethod
+    def decode_batch(cls, data: bytes, headers: dict[str, str] | None) -> list[TaskEnvelope]:
+        """Reads the tasks of a batch message (a JSON array of task bodies, see `batch_body`).
+
+        Raises:
+            PoisonMessage: not a JSON array of valid task bodies.
+        """
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise PoisonMessage(f"body is not JSON: {exc}") from None
+        if not isinstance(body, list) or not body:
+            raise PoisonMessage("batch body is not a non-empty JSON array")
+        hdrs = headers or {}
+        return [cls.from_body(item, hdrs, idempotency_key=None) for item in body]
+
+    @classmethod
+    def from_body(cls, body: Any, hdrs: dict[str, str], *, idempotency_key: str | None) -> TaskEnvelope:
+        """Builds a task from a decoded JSON body and its message's headers.
+
+        Raises:
+            PoisonMessage: not an object with a string id and a valid type.
+        """
+        if not isinstance(body, dict):
+            raise PoisonMessage("body is not a JSON object")
+        task_id, task_type = body.get("id"), body.get("type")
+        if not isinstance(task_id, str) or not task_id or not isinstance(task_type, str):
+            raise PoisonMessage("body lacks a string 'id' and 'type'")
+        try:
+            offset = int(hdrs.get(HDR_ATTEMPT_OFFSET, "0"))
+            return cls(
+                type=task_type,
+                payload=body.get("payload"),
+                id=task_id,
+                tenant=str(body.get("tenant") or "default"),
+                idempotency_key=idempotency_key,
+                created_at=float(body.get("created_at") or 0.0),
+                attempt_offset=offset,
+                headers=_trace_headers(hdrs),
+            )
+        except ValueError as exc:
+            raise PoisonMessage(str(exc)) from None
+
+    def body_dict(self) -> dict[str, Any]:
+        """The JSON body as a dict (an item of a batch body)."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "tenant": self.tenant,
+            "payload": self.payload,
+            "created_at": self.created_at,
+        }
+
+
+def batch_body(tasks: list[TaskEnvelope]) -> bytes:
+    """The body of a batch message: a JSON array of task bodies."""
+    return orjson.dumps([t.body_dict() for t in tasks])

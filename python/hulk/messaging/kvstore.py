@@ -1,0 +1,175 @@
+"""Task status and results in a JetStream key-value bucket, readable from every instance.
+
+One key per task id, one JSON record per key (history 1), expiring after the bucket's TTL. `wait`
+subscribes to the key's subject before it reads the key, so an update that lands in between is
+not missed, then waits for a record whose status is terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from nats.aio.msg import Msg
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from hulk.messaging.connection import NatsConnection
+
+if TYPE_CHECKING:
+    from hulk.messaging.publisher import EventPublisher
+
+__all__ = ["TERMINAL_STATUSES", "NatsStatusStore"]
+
+TERMINAL_STATUSES = frozenset({"succeeded", "dead", "cancelled", "failed"})
+"""Statuses after which a task changes no more (`wait` returns on them)."""
+
+_KEY_RE = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
+
+
+def _check_key(task_id: str) -> str:
+    if not _KEY_RE.match(task_id) or task_id.startswith(".") or task_id.endswith("."):
+        raise ValueError(f"task_id must be a valid KV key ([-/_=.a-zA-Z0-9]+), got {task_id!r}")
+    return task_id
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class NatsStatusStore:
+    """Task records in the KV bucket `bucket`.
+
+    Args:
+        conn: the NATS connection.
+        bucket: bucket name.
+        ttl: seconds a record lives after its last write.
+        replicas: bucket replicas (3 on an R3 cluster).
+        storage: "file" or "memory".
+        publisher: durable path for `put_nowait` (outbox while NATS is down).
+
+    """
+
+    def __init__(
+        self,
+        conn: NatsConnection,
+        *,
+        bucket: str = "hulk_status",
+        ttl: float = 24 * 3600.0,
+        replicas: int = 1,
+        storage: str = "file",
+        publisher: EventPublisher | None = None,
+    ) -> None:
+        if ttl <= 0:
+            raise ValueError(f"ttl must be > 0, got {ttl}")
+        self._conn = conn
+        self.bucket = bucket
+        self.ttl = ttl
+        self.replicas = replicas
+        self.storage = storage
+        self.publisher = publisher
+        self._kv: KeyValue | None = None
+        self._prefix = f"$KV.{bucket}."
+
+    async def start(self) -> None:
+        """Binds to the bucket, creating it when missing (idempotent)."""
+        js = self._conn.js
+        try:
+            self._kv = await js.key_value(self.bucket)
+        except (BucketNotFoundError, NotFoundError):
+            self._kv = await js.create_key_value(
+                KeyValueConfig(
+                    bucket=self.bucket,
+                    history=1,
+                    ttl=self.ttl,
+                    replicas=self.replicas,
+                    storage=StorageType(self.storage),
+                    description="hulk task status and results",
+                )
+            )
+
+    @property
+    def kv(self) -> KeyValue:
+        """The bound bucket."""
+        if self._kv is None:
+            raise RuntimeError("NatsStatusStore.start() was not called")
+        return self._kv
+
+    async def put(self, task_id: str, record: Mapping[str, Any]) -> int:
+        """Stores `record` (JSON-serialisable) as the task's current record; returns its revision."""
+        return await self.kv.put(_check_key(task_id), orjson.dumps(dict(record)))
+
+    async def put_nowait(self, task_id: str, record: Mapping[str, Any]) -> None:
+        """Durable pipelined `put` for the hot path.
+
+        Goes through the event publisher when one is set (so a result produced while NATS is down
+        waits in the outbox), else is sent without waiting for the acknowledgement.
+        """
+        subject, data = self._prefix + _check_key(task_id), orjson.dumps(dict(record))
+        if self.publisher is not None:
+            await self.publisher.publish(subject, data)
+            return
+        fut = await self._conn.js.publish_async(subject, data)
+        fut.add_done_callback(_consume)
+
+    async def get(self, task_id: str) -> dict[str, Any] | None:
+        """The task's record, or None when unknown or expired."""
+        try:
+            entry = await self.kv.get(_check_key(task_id))
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        value: dict[str, Any] = orjson.loads(entry.value)
+        return value
+
+    async def delete(self, task_id: str) -> None:
+        """Forgets a task's record."""
+        await self.kv.delete(_check_key(task_id))
+
+    async def wait(self, task_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Waits for the task's record to reach a terminal status; returns that record.
+
+        Raises:
+            TimeoutError: not terminal within `timeout` seconds.
+
+        """
+        key = _check_key(task_id)
+        updates: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_msg(msg: Msg) -> None:
+            updates.put_nowait(msg.data)
+
+        sub = await self._conn.nc.subscribe(self._prefix + key, cb=on_msg)
+        try:
+
+            async def _wait() -> dict[str, Any]:
+                current = await self.get(key)
+                if current is not None and current.get("status") in TERMINAL_STATUSES:
+                    return current
+                while True:
+                    try:
+                        data = await asyncio.wait_for(updates.get(), 1.0)
+                    except TimeoutError:
+                        # A write published just before the subscription may be stored only after
+                        # the first read: read again now and then.
+                        current = await self.get(key)
+                        if current is not None and current.get("status") in TERMINAL_STATUSES:
+                            return current
+                        continue
+                    if not data:
+                        continue
+                    record: dict[str, Any] = orjson.loads(data)
+                    if record.get("status") in TERMINAL_STATUSES:
+                        return record
+
+            return await asyncio.wait_for(_wait(), timeout)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

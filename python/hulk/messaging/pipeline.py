@@ -1,0 +1,158 @@
+"""Pipelined JetStream publishes: many in flight, acknowledgements matched by reply token.
+
+nats-py's `publish_async` loses stream errors (its reply handler raises instead of failing the
+future, which then never resolves) and pays an `asyncio.wait_for` per publish. This pipeline
+subscribes one wildcard inbox, gives each publish a short reply token, parses acknowledgements with
+orjson and fails a future with `PublishError` (carrying the server's `err_code`) or, after
+`timeout`, with `TimeoutError` (one sweep for all, not a timer per publish). The inbox
+subscription survives reconnects (nats-py restores subscriptions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import orjson
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from hulk.errors import HulkError
+from hulk.messaging.connection import NatsConnection, cancel_and_wait
+
+__all__ = ["AckPipeline", "PublishError"]
+
+
+class PublishError(HulkError):
+    """JetStream refused a publish.
+
+    Attributes:
+        code: HTTP-like status code.
+        err_code: JetStream error code (10077: message limit, 10047: byte limit...).
+        description: the server's text.
+    """
+
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        super().__init__(f"JetStream refused the publish: {description} (err_code {err_code})")
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+
+
+class AckPipeline:
+    """Publishes with acknowledgements awaited asynchronously, at most `max_pending` at once.
+
+    Args:
+        conn: the NATS connection.
+        timeout: seconds before an unacknowledged publish fails with TimeoutError.
+        max_pending: publishes in flight at most (`publish` waits for room).
+    """
+
+    def __init__(self, conn: NatsConnection, *, timeout: float = 5.0, max_pending: int = 4096) -> None:
+        self._conn = conn
+        self.timeout = timeout
+        self._room = asyncio.Semaphore(max_pending)
+        self._pending: dict[str, tuple[asyncio.Future[dict[str, Any]], float]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._prefix = ""
+        self._n = 0
+        self._sub: Subscription | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Publishes awaiting their acknowledgement."""
+        return len(self._pending)
+
+    async def start(self) -> None:
+        """Subscribes the reply inbox and starts the timeout sweep (idempotent)."""
+        if self._sub is not None:
+            return
+        nc = self._conn.nc
+        self._prefix = nc.new_inbox() + "."
+        self._sub = await nc.subscribe(self._prefix + "*", cb=self._on_reply)
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="hulk-publish-sweep")
+
+    async def publish(
+        self, subject: str, payload: bytes, headers: dict[str, str] | None = None
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Sends one message; returns a future of the stream's acknowledgement (`{"stream", "seq", ...}`).
+
+        Raises:
+            nats.errors.Error: the message could not even be sent (connection closed...).
+        """
+        if self._sub is None:
+            await self.start()
+        await self._room.acquire()
+        self._n += 1
+        token = format(self._n, "x")
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[token] = (fut, time.monotonic() + self.timeout)
+        self._idle.clear()
+        try:
+            await self._conn.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            self._finish(token)
+            raise
+        return fut
+
+    def _finish(self, token: str) -> asyncio.Future[dict[str, Any]] | None:
+        entry = self._pending.pop(token, None)
+        if entry is None:
+            return None
+        self._room.release()
+        if not self._pending:
+            self._idle.set()
+        return entry[0]
+
+    async def _on_reply(self, msg: Msg) -> None:
+        fut = self._finish(msg.subject[len(self._prefix) :])
+        if fut is None or fut.done():
+            return
+        hdrs = msg.headers
+        if hdrs and hdrs.get("Status") == "503":
+            fut.set_exception(PublishError(503, 0, "no stream for this subject"))
+            return
+        try:
+            resp = orjson.loads(msg.data)
+        except orjson.JSONDecodeError:
+            fut.set_exception(PublishError(500, 0, f"bad acknowledgement {msg.data[:100]!r}"))
+            return
+        err = resp.get("error")
+        if err:
+            fut.set_exception(
+                PublishError(int(err.get("code", 500)), int(err.get("err_code", 0)), str(err.get("description", "")))
+            )
+            return
+        fut.set_result(resp)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Fails the publishes whose acknowledgement is overdue; returns how many."""
+        now = time.monotonic() if now is None else now
+        overdue = [token for token, (_, deadline) in self._pending.items() if deadline <= now]
+        for token in overdue:
+            fut = self._finish(token)
+            if fut is not None and not fut.done():
+                fut.set_exception(TimeoutError(f"no acknowledgement within {self.timeout}s"))
+        return len(overdue)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(0.5, self.timeout / 4))
+            self.sweep()
+
+    async def wait_idle(self) -> None:
+        """Waits until no publish is in flight."""
+        await self._idle.wait()
+
+    async def close(self) -> None:
+        """Stops the sweep and the inbox; pending publishes fail with TimeoutError."""
+        await cancel_and_wait(self._sweeper)
+        self.sweep(float("inf"))
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
