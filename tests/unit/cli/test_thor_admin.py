@@ -266,8 +266,10 @@ def test_streams_none_named_hulk(tmp_path: Path) -> None:
 def test_status_lists_instances_from_heartbeats(live: LiveApi, nats_url: str) -> None:
     report = as_json(thor(live, "--nats-url", nats_url, "status", "--json"))
     found = {i["instance"]: i for i in report["instances"]}
-    assert set(found) == {"a", "b"}
+    assert set(found) == {"a", "b", "c"}
     assert found["a"]["status"] == "draining"
+    assert found["a"]["alive"] is True
+    assert found["c"]["alive"] is False  # silent for more than three of its intervals
     assert found["b"]["workers"] == 8
     assert all(0 <= i["seen_ago"] < 60 for i in found.values())
     result = thor(live, "--nats-url", nats_url, "status")
