@@ -38,7 +38,15 @@ test-rust: ## cargo test for the native core
 test: ## The whole Python suite with coverage of python/hulk (fails under 85%)
 	$(VENV)/bin/python -m pytest --cov=hulk --cov-report=term --cov-fail-under=85
 
-check: install lint typecheck test-rust test ## Everything CI runs, from a clean clone
+wheel: $(PY) ## Build the release wheel and import it in a fresh venv (catches a missing stub, py.typed or file)
+	rm -rf dist /tmp/hulk-wheel-venv
+	$(VENV)/bin/maturin build --release -q --out dist
+	python3 -m venv /tmp/hulk-wheel-venv
+	/tmp/hulk-wheel-venv/bin/pip install -q dist/*.whl
+	cd /tmp && /tmp/hulk-wheel-venv/bin/python -c "import hulk.native, hulk.service, pathlib; p = pathlib.Path(hulk.native.__file__).parent; assert (p / 'py.typed').exists() and (p / '_native.pyi').exists(); print('wheel ok', hulk.native.__version__)"
+	/tmp/hulk-wheel-venv/bin/hulk version
+
+check: install lint typecheck test-rust test wheel ## Everything CI runs, from a clean clone
 
 bench: ## Every benchmark; writes bench/RESULTS.md
 	$(VENV)/bin/python bench/run_all.py
@@ -49,4 +57,4 @@ demo: ## Short demo of the native core
 clean: ## Remove build products and the venv
 	rm -rf target $(VENV) python/hulk/_native*.so .pytest_cache .mypy_cache .ruff_cache .coverage
 
-.PHONY: help install build-dev lint typecheck test-rust test check bench demo clean
+.PHONY: help install build-dev lint typecheck test-rust test wheel check bench demo clean

@@ -114,8 +114,10 @@ class Hulk:
         else:
             self.runtime.add(self.pool)
         self._started = False
-        # The hot path: an instance attribute skips one call layer; `submit` below documents it.
-        self.submit = self.pool.submit_payload  # type: ignore[method-assign]
+        if type(self).submit is Hulk.submit:
+            # The hot path: an instance attribute skips one call layer (`submit` below documents
+            # it); a subclass that overrides `submit` keeps its own.
+            self.submit = self.pool.submit_payload  # type: ignore[method-assign]
 
     # --- registration -------------------------------------------------------------------------
 

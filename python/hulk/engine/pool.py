@@ -12,9 +12,16 @@ How a task runs, and why it is cheap:
   watchdog), releases due retries and delayed tasks from the native `BackoffScheduler`s, reports
   breakers that stay open and auto-scales the worker count. A timed-out async handler is cancelled
   at its current await; a timed-out sync handler's thread cannot be stopped, so its attempt is
-  marked timed out, its worker moves on and the thread's eventual result is discarded.
+  marked timed out, its worker moves on and the thread's eventual result is discarded (the thread
+  stays busy until the function returns: with every `sync_threads` thread stuck, the sync attempts
+  waiting for a thread time out in turn, since an attempt's clock starts when its worker takes it).
 - Transitions are appended to a buffer and handed to the status store and the event sink once per
   event-loop turn; metrics are native counters bumped inline and read at scrape time.
+
+Limits worth knowing: the native queue holds `queue_size` tasks and a worker may hold one more batch
+(`batch_size`) taken from it; tasks run in submission order (`priority` is carried for the intake
+layer, not used to reorder here); a handler that never awaits holds the loop for as long as it runs
+(the watchdog cannot interrupt it: declare CPU-bound work `executor="process"` or make it sync).
 
 External delivery (service mode): a task submitted with a `Delivery` (a NATS message, say) is not
 retried locally: the pool calls `delivery.on_retry(task, delay)` (nak with delay) and

@@ -48,6 +48,21 @@ async def _send_error(send: Send, status: int, code: str, message: str, rid: str
     await send({"type": "http.response.body", "body": body})
 
 
+class _ResponseWatch:
+    """Wraps `send` and remembers whether the response has started (after which no error answer fits)."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class HttpMetrics:
     """Request durations per (method, route, status) in native histograms, read at scrape time."""
 
@@ -132,19 +147,12 @@ class ErrorRecoveryMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watch(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watch = _ResponseWatch(send)
         try:
             await self.app(scope, receive, watch)
         except Exception:
             log.exception("http.unhandled_error", path=scope["path"], request_id=request_id(scope))
-            if not started:
+            if not watch.started:
                 await _send_error(send, 500, "internal_error", "internal server error", request_id(scope))
 
 
@@ -171,7 +179,6 @@ class BodyLimitMiddleware:
                     return
                 break
         seen = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -182,16 +189,11 @@ class BodyLimitMiddleware:
                     raise _BodyTooLarge
             return message
 
-        async def watch(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watch = _ResponseWatch(send)
         try:
             await self.app(scope, counting_receive, watch)
         except _BodyTooLarge:
-            if not started:
+            if not watch.started:
                 await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
@@ -212,19 +214,12 @@ class TimeoutMiddleware:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watch(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watch = _ResponseWatch(send)
         try:
             async with asyncio.timeout(self.timeout):
                 await self.app(scope, receive, watch)
         except TimeoutError:
-            if not started:
+            if not watch.started:
                 message = f"request took longer than {self.timeout}s"
                 await _send_error(send, 504, "timeout", message, request_id(scope))
 

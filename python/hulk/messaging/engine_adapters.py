@@ -212,3 +212,45 @@ class EngineDelivery:
     async def in_progress(self) -> None:
         """Progress ack (the intake's loop already sends them for held deliveries)."""
         await self.delivery.in_progress()
+
+
+def engine_handler(app: Any) -> Callable[[NatsDelivery], None]:
+    """The intake handler that feeds fetched tasks to an engine (`hulk.engine.Hulk`).
+
+    Each delivery becomes an engine `Task` (id, type, tenant, payload, trace headers; `attempt` set
+    to the attempts already spent, so the engine's retry budget spans redeliveries) submitted with
+    an `EngineDelivery`. Pass `capacity=app.pool.free_slots` to the `Intake` as well.
+
+    Refusals: an unknown type is dead-lettered; a full or stopping engine naks the message for
+    one second; a task id already running here (a redelivery after its ack wait) leaves the new
+    delivery to the running attempt, whose acks settle the same message.
+    """
+    from hulk.engine.errors import DuplicateTask, EngineStopped, UnknownTaskType
+    from hulk.engine.task import Task
+    from hulk.errors import QueueFull
+
+    bg = _Background()
+
+    def handle(d: NatsDelivery) -> None:
+        env = d.task
+        task = Task(
+            env.type,
+            env.payload,
+            id=env.id,
+            tenant=env.tenant,
+            idempotency_key=env.idempotency_key,
+            trace=dict(env.headers) or None,
+            created_at=env.created_at,
+        )
+        task.attempt = d.attempt - 1
+        try:
+            app.submit_task(task, EngineDelivery(d))
+        except UnknownTaskType:
+            bg.spawn(d.term("unknown task type", f"UnknownTaskType: {env.type}"))
+        except (QueueFull, EngineStopped):
+            bg.spawn(d.nak(1.0))
+        except DuplicateTask:
+            d.settled = True
+            d._intake._release(d)
+
+    return handle

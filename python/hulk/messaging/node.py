@@ -138,21 +138,7 @@ class MessagingNode:
             )
             await self.scheduler.start()
         if self._handler is not None:
-            cfg = intake_consumer_config(
-                ack_wait=s.ack_wait,
-                max_deliver=s.max_deliver or s.max_attempts + 1,
-                max_ack_pending=max(s.cluster_slots, s.slots),
-            )
-            self.intake = Intake(
-                self.conn,
-                self._handler,
-                slots=s.slots,
-                consumer_config=cfg,
-                max_attempts=s.max_attempts,
-                republish=self._republish,
-                batch_handler=getattr(self._handler, "run_batch", None),
-            )
-            await self.intake.start()
+            await self.start_intake(self._handler)
         self.heartbeat = HeartbeatPublisher(
             self.conn,
             instance_id=s.instance_id,
@@ -161,6 +147,33 @@ class MessagingNode:
             stats=self._beat_stats,
         )
         self.heartbeat.start()
+
+    async def start_intake(self, handler: Handler) -> None:
+        """Starts taking tasks with `handler` (when the node was started without one).
+
+        The service starts the node first, builds the engine on the node's event publisher and
+        status store, then calls this: no task is fetched before something can run it.
+        """
+        s = self.settings
+        assert self.conn is not None, "start() first"
+        if self.intake is not None:
+            raise RuntimeError("the intake is already started")
+        self._handler = handler
+        cfg = intake_consumer_config(
+            ack_wait=s.ack_wait,
+            max_deliver=s.max_deliver or s.max_attempts + 1,
+            max_ack_pending=max(s.cluster_slots, s.slots),
+        )
+        self.intake = Intake(
+            self.conn,
+            handler,
+            slots=s.slots,
+            consumer_config=cfg,
+            max_attempts=s.max_attempts,
+            republish=self._republish,
+            batch_handler=getattr(handler, "run_batch", None),
+        )
+        await self.intake.start()
 
     async def _republish(self, task: TaskEnvelope, delay: float) -> None:
         assert self.conn is not None

@@ -112,3 +112,15 @@ async def eventually(predicate: Callable[[], bool], timeout: float) -> None:
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(poll(), timeout)
+
+
+async def stream_drained(conn: NatsConnection, stream: str, timeout: float = 10.0) -> None:
+    """Waits until `stream` holds no message (acks reach a work-queue stream asynchronously)."""
+
+    async def poll() -> None:
+        while True:
+            if not (await conn.js.stream_info(stream)).state.messages:
+                return
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)

@@ -15,7 +15,7 @@ from hulk.messaging.kvstore import NatsStatusStore
 from hulk.messaging.outbox import Outbox
 from hulk.messaging.publisher import EventPublisher, TaskProducer
 from hulk.messaging.streams import STREAM_TASKS
-from tests.integration.messaging.helpers import eventually
+from tests.integration.messaging.helpers import eventually, stream_drained
 from tests.integration.messaging.test_intake import dead_letters, make_intake
 
 
@@ -111,7 +111,63 @@ async def test_engine_delivery_settles(conn: NatsConnection) -> None:
     await producer.submit(TaskEnvelope(type="t", id="ok"))
     await asyncio.wait_for(done.wait(), 10)
     await eventually(lambda: intake.owned == 0, 10)
-    si = await conn.js.stream_info(STREAM_TASKS)
-    assert si.state.messages == 0
+
+    await stream_drained(conn, STREAM_TASKS)
     assert seen[:2] == [1, 2]
     await intake.stop()
+
+
+async def test_real_engine_fed_from_nats(conn: NatsConnection, tmp_path: Path) -> None:
+    from hulk.engine import EngineConfig, Hulk
+    from hulk.engine.config import BackoffPolicy
+    from hulk.engine.task import Task
+    from hulk.messaging.engine_adapters import engine_handler
+    from hulk.messaging.intake import Intake
+    from hulk.messaging.streams import intake_consumer_config
+
+    pub = EventPublisher(conn, Outbox(tmp_path / "ob"))
+    pub.start()
+    kv = NatsStatusStore(conn, ttl=60, publisher=pub)
+    await kv.start()
+    app = Hulk(EngineConfig(workers=4), store=NatsTaskStore(kv, Task.from_dict), events=NatsEventSink(pub))
+
+    @app.task("add")
+    async def add(payload: dict[str, int]) -> int:
+        return payload["a"] + payload["b"]
+
+    @app.task("flaky", retries=2, backoff=BackoffPolicy(base=0.01, max_delay=0.02))
+    async def flaky(payload: Any) -> None:
+        raise ValueError("nope")
+
+    await app.start()
+    intake = Intake(
+        conn,
+        engine_handler(app),
+        slots=8,
+        capacity=app.pool.free_slots,
+        consumer_config=intake_consumer_config(ack_wait=5, max_deliver=5, max_ack_pending=8),
+        max_attempts=4,
+        heartbeat=0.25,
+        pull_expires=2.0,
+    )
+    await intake.start()
+    try:
+        producer = TaskProducer(conn)
+        await producer.submit_many([TaskEnvelope(type="add", id=f"x{i}", payload={"a": i, "b": 1}) for i in range(20)])
+        await producer.submit(TaskEnvelope(type="flaky", id="f1"))
+        await producer.submit(TaskEnvelope(type="nosuch", id="n1"))
+        for i in range(20):
+            done = await app.store.wait(f"x{i}", timeout=10)
+            assert done.result == i + 1
+        dead = await app.store.wait("f1", timeout=15)
+        assert str(dead.status) == "dead"
+        assert dead.attempt == 3
+        letters = await dead_letters(conn, "hulk.errors.dead.flaky", 1)
+        assert "ValueError" in letters[0][1]["Hulk-Last-Error"]
+        unknown = await dead_letters(conn, "hulk.errors.dead.nosuch", 1)
+        assert unknown[0][1]["Hulk-Dead-Reason"] == "unknown task type"
+        await stream_drained(conn, STREAM_TASKS)
+    finally:
+        await intake.stop()
+        await app.stop()
+        await pub.close()

@@ -14,7 +14,7 @@ from hulk.messaging.intake import Intake, NatsDelivery, consumer_exists
 from hulk.messaging.publisher import TaskProducer
 from hulk.messaging.streams import STREAM_TASKS, intake_consumer_config
 from tests.integration.messaging.conftest import ConnFactory
-from tests.integration.messaging.helpers import eventually
+from tests.integration.messaging.helpers import eventually, stream_drained
 from tests.nats_servers import NatsServer
 
 Work = Callable[[NatsDelivery], Coroutine[Any, Any, None]]
@@ -84,8 +84,7 @@ async def test_ten_thousand_tasks_two_instances_each_once(make_conn: ConnFactory
     assert set(seen.values()) == {1}
     assert per_instance[0] > 0
     assert per_instance[1] > 0
-    si = await conn.js.stream_info(STREAM_TASKS)
-    assert si.state.messages == 0
+    await stream_drained(conn, STREAM_TASKS)
 
 
 async def test_fetches_only_for_free_slots(conn: NatsConnection) -> None:
@@ -136,8 +135,7 @@ async def test_poison_is_dead_lettered_at_once(conn: NatsConnection) -> None:
     assert letters[0][1][HDR_REASON].startswith("poison")
     assert intake.dead_lettered == 2
     await intake.stop()
-    si = await conn.js.stream_info(STREAM_TASKS)
-    assert si.state.messages == 0
+    await stream_drained(conn, STREAM_TASKS)
 
 
 async def test_retries_then_dead_letter_with_reason_and_error(conn: NatsConnection) -> None:
@@ -291,8 +289,7 @@ async def test_bulk_batch_message_settles_each_task(conn: NatsConnection) -> Non
     assert orjson.loads(letters[0][0])["id"] == "b5"
     assert letters[0][1][HDR_ERROR] == "ValueError: 5"
     await eventually(lambda: intake.owned == 0, 10)
-    si = await conn.js.stream_info(STREAM_TASKS)
-    assert si.state.messages == 0
+    await stream_drained(conn, STREAM_TASKS)
     with pytest.raises(ValueError, match="empty"):
         await producer.submit_batch([])
     with pytest.raises(ValueError, match="one type"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hulk.engine import Clock, EngineConfig, Hulk, PayloadError, TaskStatus
+from hulk.engine import Clock, EngineConfig, Hulk, PayloadError, Task, TaskStatus
 from hulk.engine.builtins import cpu, echo, fail, sleep
 from hulk.testing import FakeClock, InMemoryRuntime
 
@@ -100,3 +100,20 @@ def test_run_uses_uvloop() -> None:
         return type(asyncio.get_running_loop()).__module__
 
     assert run(main()).startswith("uvloop")
+
+
+async def test_a_subclass_can_override_submit() -> None:
+    seen: list[str] = []
+
+    class Audited(Hulk):
+        def submit(self, type: str, payload: object = None, **options: object) -> Task:
+            seen.append(type)
+            return super().submit(type, payload)
+
+    app = Audited(EngineConfig(workers=1, tick_interval=None))
+    async with app:
+        task = app.submit("echo", 1)
+        assert (await app.wait(task.id, timeout=10)).result == 1
+    assert seen == ["echo"]
+    plain = Hulk(EngineConfig(workers=1, tick_interval=None))
+    assert plain.submit == plain.pool.submit_payload

@@ -1,0 +1,276 @@
+"""The HTTP API's `TaskBackend` in service mode: submissions go through JetStream, status through KV.
+
+A submission is published to the intake stream (`Nats-Msg-Id` = its idempotency key, `traceparent`
+in the headers) and acknowledged by the stream before the answer: a 202 means durably accepted. Any
+instance may run it; its status and result are read from the KV bucket, through the L1 cache for
+terminal records (which never change). Cancellation is broadcast on `hulk.control.cancel`, so the
+instance that holds the task cancels it, wherever it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from hulk._native import L1Cache, __version__
+from hulk.engine import Hulk, PayloadError, UnknownTaskType
+from hulk.errors import HulkError
+from hulk.http.models import SubmitTask
+from hulk.messaging.envelope import TaskEnvelope
+from hulk.messaging.node import MessagingNode
+from hulk.messaging.scheduler import schedule_task
+from hulk.observability import set_level
+from hulk.service.bridge import CancelledIds
+
+CANCEL_SUBJECT = "hulk.control.cancel"
+TERMINAL = frozenset({"succeeded", "dead", "cancelled"})
+_IDEMPOTENCY_NS = uuid.UUID("5b1b3a8e-8f1e-4c55-9d7b-6c2f0d1e4a90")
+
+
+class NotConnected(HulkError):
+    """NATS is unreachable right now: the submission was not accepted (HTTP 503)."""
+
+
+def task_id_for(tenant: str, idempotency_key: str | None) -> str:
+    """A new task id, or the one id an idempotency key always maps to (per tenant).
+
+    Deriving the id from (tenant, key) means a duplicate submission, dropped by the stream's
+    duplicate window, still answers with the id of the task that was accepted.
+    """
+    if idempotency_key is None:
+        return uuid.uuid4().hex
+    return uuid.uuid5(_IDEMPOTENCY_NS, f"{tenant}\x00{idempotency_key}").hex
+
+
+def _view(record: Mapping[str, Any], task_id: str) -> dict[str, Any]:
+    view = dict(record)
+    view.setdefault("id", task_id)
+    return view
+
+
+class ServiceBackend:
+    """Implements `hulk.http.TaskBackend` on the engine, the messaging node and the cache.
+
+    Args:
+        engine: this instance's engine.
+        node: the messaging node (connection, producer, status store).
+        cache: the multi-level cache (or None), for its statistics and flush.
+        readiness: returns (ready, checks) for `/ready`.
+        instance_id: this instance's id.
+        on_drain: starts a graceful drain.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Hulk,
+        node: MessagingNode,
+        cache: Any,
+        readiness: Callable[[], tuple[bool, Mapping[str, Any]]],
+        instance_id: str,
+        on_drain: Callable[[], None],
+        cancelled: CancelledIds,
+    ) -> None:
+        self.engine = engine
+        self.node = node
+        self.cache = cache
+        self._readiness = readiness
+        self.instance_id = instance_id
+        self._on_drain = on_drain
+        self.cancelled = cancelled
+        self.started_at = time.monotonic()
+        # Terminal records never change: keep them in the native L1 so repeated reads skip NATS.
+        self._terminal = L1Cache(50_000, ttl=300.0)
+        self._max_payload = engine.config.max_payload_bytes
+
+    # --- tasks ---------------------------------------------------------------------------------
+
+    async def submit(self, request: SubmitTask, *, tenant: str, traceparent: str | None) -> Mapping[str, Any]:
+        """Publishes the task to the intake stream (or the scheduler queue when delayed)."""
+        if request.type not in self.engine.registry:
+            raise UnknownTaskType(request.type)
+        payload_size = len(orjson.dumps(request.payload))
+        if payload_size > self._max_payload:
+            raise PayloadError(f"payload is {payload_size} bytes, more than the {self._max_payload} allowed")
+        producer = self.node.producer
+        conn = self.node.conn
+        if producer is None or conn is None or not conn.connected:
+            raise NotConnected("NATS is not connected: retry later")
+        task_id = task_id_for(tenant, request.idempotency_key)
+        headers = {"traceparent": traceparent} if traceparent else {}
+        envelope = TaskEnvelope(
+            type=request.type,
+            payload=request.payload,
+            id=task_id,
+            tenant=tenant,
+            idempotency_key=request.idempotency_key,
+            headers=headers,
+        )
+        if request.delay:
+            await schedule_task(conn, envelope, run_at=time.time() + request.delay)
+            status = "scheduled"
+        else:
+            await producer.submit(envelope)
+            status = "queued"
+        status_store = self.node.status
+        if status_store is not None:
+            record = {"id": task_id, "type": request.type, "tenant": tenant, "status": status, "attempt": 0}
+            record["created_at"] = envelope.created_at
+            await status_store.put_nowait(task_id, record)
+        return {"id": task_id, "status": status}
+
+    async def _record(self, task_id: str) -> dict[str, Any] | None:
+        cached = self._terminal.get(task_id)
+        if cached is not None:
+            return dict(cached)
+        live = self.engine.pool.get(task_id)
+        if live is not None:
+            return live.to_dict()
+        store = self.node.status
+        record = None if store is None else await store.get(task_id)
+        if record is not None and record.get("status") in TERMINAL:
+            self._terminal.set(task_id, record)
+        return record
+
+    async def get(self, task_id: str, *, tenant: str) -> Mapping[str, Any] | None:
+        """The latest record of the task, when it belongs to `tenant`."""
+        record = await self._record(task_id)
+        if record is None or record.get("tenant", "default") != tenant:
+            return None
+        return _view(record, task_id)
+
+    async def wait(self, task_id: str, *, tenant: str, timeout: float) -> Mapping[str, Any] | None:
+        """Waits up to `timeout` for a terminal record; returns the latest one either way."""
+        record = await self._record(task_id)
+        if record is None or record.get("tenant", "default") != tenant:
+            return None
+        store = self.node.status
+        if record.get("status") not in TERMINAL and store is not None:
+            try:
+                record = await store.wait(task_id, timeout=timeout)
+            except TimeoutError:
+                record = await self._record(task_id) or record
+        return _view(record, task_id)
+
+    async def cancel(self, task_id: str, *, tenant: str) -> Mapping[str, Any] | None:
+        """Cancels the task wherever it is: here, on another instance, or still in the stream."""
+        record = await self._record(task_id)
+        if record is None or record.get("tenant", "default") != tenant:
+            return None
+        if record.get("status") in TERMINAL:
+            return _view(record, task_id)
+        if not self.engine.cancel(task_id):
+            conn = self.node.conn
+            if conn is None or not conn.connected:
+                raise NotConnected("NATS is not connected: cannot broadcast the cancellation")
+            await conn.nc.publish(CANCEL_SUBJECT, task_id.encode())
+        return await self.wait(task_id, tenant=tenant, timeout=2.0)
+
+    def on_cancel_broadcast(self, task_id: str) -> None:
+        """Handles a cancellation broadcast: cancel it if live here, else refuse it when fetched."""
+        if not self.engine.cancel(task_id):
+            self.cancelled.add(task_id)
+
+    async def list_dead(self, *, tenant: str | None, limit: int) -> Sequence[Mapping[str, Any]]:
+        """Dead tasks this instance saw, newest first (one tenant's, or all for the admin)."""
+        tasks = await self.engine.dead(limit)
+        out = [t.to_dict() for t in tasks]
+        return [t for t in out if tenant is None or t.get("tenant", "default") == tenant]
+
+    async def replay(self, task_id: str, *, tenant: str | None) -> Mapping[str, Any] | None:
+        """Submits a dead task again as a new task (same type, payload and tenant)."""
+        record = await self._record(task_id)
+        if record is None or record.get("status") != "dead":
+            return None
+        owner = str(record.get("tenant", "default"))
+        if tenant is not None and owner != tenant:
+            return None
+        request = SubmitTask(type=str(record["type"]), payload=record.get("payload"))
+        return await self.submit(request, tenant=owner, traceparent=None)
+
+    # --- runtime ---------------------------------------------------------------------------------
+
+    def runtime_info(self) -> Mapping[str, Any]:
+        """Instance, version, workers, queue, breakers, cache, uptime."""
+        snap = self.engine.metrics_snapshot()
+        conn = self.node.conn
+        return {
+            "instance": self.instance_id,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "workers": {
+                "count": snap["workers"],
+                "busy": snap["busy"],
+                "min": snap["workers_min"],
+                "max": snap["workers_max"],
+            },
+            "queue": {"depth": snap["queued"], "capacity": snap["capacity"], "scheduled": snap["scheduled"]},
+            "breakers": snap["breakers"],
+            "cache": None if self.cache is None else self.cache.health(),
+            "nats": {"connected": bool(conn is not None and conn.connected)},
+        }
+
+    def readiness(self) -> tuple[bool, Mapping[str, Any]]:
+        """Delegates to the service's readiness check."""
+        return self._readiness()
+
+    def breakers(self) -> Sequence[Mapping[str, Any]]:
+        """Every breaker of the engine and the cache, with its metrics."""
+        out: list[Mapping[str, Any]] = [
+            {"name": name, **dict(b.metrics())} for name, b in sorted(self.engine.pool.breakers.items())
+        ]
+        if self.cache is not None:
+            out.extend({"name": b.name, **dict(b.metrics())} for b in self.cache.breakers())
+        return out
+
+    def _breaker(self, name: str) -> Any:
+        breaker = self.engine.pool.breakers.get(name)
+        if breaker is None and self.cache is not None:
+            breaker = next((b for b in self.cache.breakers() if b.name == name), None)
+        return breaker
+
+    def reset_breaker(self, name: str) -> bool:
+        """Closes the named breaker."""
+        breaker = self._breaker(name)
+        if breaker is None:
+            return False
+        breaker.reset()
+        return True
+
+    def open_breaker(self, name: str) -> bool:
+        """Forces the named breaker open (it half-opens after its wait)."""
+        breaker = self._breaker(name)
+        if breaker is None:
+            return False
+        breaker.force_open()
+        return True
+
+    async def cache_stats(self) -> Mapping[str, Any]:
+        """The cache's figures per level."""
+        if self.cache is None:
+            return {"enabled": False}
+        return dict(self.cache.metrics_snapshot())
+
+    async def cache_flush(self, *, tenant: str | None) -> int:
+        """Empties this instance's L1 (and the terminal-status cache); returns entries removed."""
+        removed = len(self._terminal)
+        self._terminal.clear()
+        if self.cache is not None:
+            l1 = self.cache._l1
+            removed += len(l1)
+            l1.clear()
+        return removed
+
+    def set_log_level(self, level: str) -> None:
+        """Changes the log level at run time."""
+        set_level(level)
+
+    async def drain(self) -> None:
+        """Starts a graceful drain (readiness false, intake stops)."""
+        self._on_drain()
+        await asyncio.sleep(0)

@@ -1,0 +1,98 @@
+"""The intake bridge: tasks fetched from JetStream become engine tasks, settled through their message.
+
+`EngineIntake` is the messaging node's handler. Each delivery owns one of the node's slots from
+fetch to settlement, and the node has exactly as many slots as the engine has workers, so the
+native queue never holds more than the workers can start: backpressure runs end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from hulk.engine import EngineStopped, Hulk, Task, UnknownTaskType
+from hulk.errors import QueueFull
+from hulk.messaging.engine_adapters import EngineDelivery
+from hulk.messaging.intake import NatsDelivery
+
+log = logging.getLogger("hulk.service")
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+class CancelledIds:
+    """Ids cancelled cluster-wide before this instance saw them (bounded, oldest forgotten first)."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, task_id: str) -> None:
+        """Remembers `task_id` as cancelled."""
+        self._ids[task_id] = None
+        self._ids.move_to_end(task_id)
+        while len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def pop(self, task_id: str) -> bool:
+        """True (and forgets it) if `task_id` was cancelled."""
+        if task_id in self._ids:
+            del self._ids[task_id]
+            return True
+        return False
+
+
+class EngineIntake:
+    """The messaging node's handler: runs each fetched task on the engine's worker pool.
+
+    Args:
+        engine: the engine (started before the intake).
+        cancelled: ids cancelled before they were fetched; such tasks are settled as cancelled.
+    """
+
+    def __init__(self, engine: Hulk, cancelled: CancelledIds) -> None:
+        self.engine = engine
+        self.cancelled = cancelled
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def __call__(self, delivery: NatsDelivery) -> None:
+        """Submits one fetched task to the engine (on the event loop, without blocking)."""
+        envelope = delivery.task
+        if self.cancelled.pop(envelope.id):
+            self._spawn(delivery.ack())
+            return
+        headers = envelope.headers
+        trace = {name: headers[name] for name in TRACE_HEADERS if name in headers} or None
+        task = Task(
+            envelope.type,
+            envelope.payload,
+            id=envelope.id,
+            tenant=envelope.tenant,
+            idempotency_key=envelope.idempotency_key,
+            trace=trace,
+            created_at=envelope.created_at,
+        )
+        # The pool counts the attempt it starts; earlier deliveries (crashes, naks) already spent some.
+        task.attempt = delivery.attempt - 1
+        try:
+            self.engine.submit_task(task, EngineDelivery(delivery))
+        except UnknownTaskType:
+            self._spawn(delivery.term("unknown task type", f"UnknownTaskType: no handler named {envelope.type!r}"))
+        except (QueueFull, EngineStopped):
+            # Another instance (or this one, later) takes it; no attempt is spent on our refusal.
+            self._spawn(delivery.nak(0.1))
+        except Exception as exc:  # a task the engine refuses must never be lost or crash the intake
+            log.exception("intake: engine refused task %s", envelope.id)
+            self._spawn(delivery.term("refused by engine", f"{type(exc).__name__}: {exc}"))
+
+    async def wait(self) -> None:
+        """Waits for settlements scheduled by the bridge itself."""
+        while self._background:
+            await asyncio.wait(set(self._background))
