@@ -538,13 +538,24 @@ def _render_status(report: Mapping[str, Any], ready: bool) -> None:
 
 
 async def _wait_terminal(client: HulkClient, view: dict[str, Any], wait: float) -> dict[str, Any]:
-    """Polls with `?wait=` (at most 60 s a request) until the task is terminal or `wait` has passed."""
+    """Follows a task with `?wait=` (at most 60 s a request) until it is terminal or `wait` has passed.
+
+    A task just accepted may not be readable yet on the instance that answers (its status record is
+    written asynchronously): a 404 then is retried, a little later each time, until the deadline.
+    """
     deadline = time.monotonic() + wait
+    unseen = 0
     while view.get("status") not in TERMINAL_STATES:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        view = await client.get_task(str(view["id"]), wait=min(remaining, MAX_WAIT))
+        try:
+            view = await client.get_task(str(view["id"]), wait=min(remaining, MAX_WAIT))
+        except ApiError as exc:
+            if exc.status != 404 or time.monotonic() + 0.05 >= deadline:
+                raise
+            unseen += 1
+            await asyncio.sleep(min(0.05 * 2 ** min(unseen, 5), 1.0, max(0.0, deadline - time.monotonic())))
     return view
 
 
@@ -1037,6 +1048,8 @@ def bench(
         started = time.perf_counter()
         try:
             answer = await client.submit(task_type, body, wait=per_task)
+            if per_task is not None and answer.get("status") not in TERMINAL_STATES:
+                answer = await _wait_terminal(client, answer, per_task - (time.perf_counter() - started))
         except ApiError as exc:
             errors[f"{exc.status} {exc.code}"] += 1
         except RequestTimeout:
