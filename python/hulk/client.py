@@ -12,7 +12,9 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import math
+import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -353,6 +355,33 @@ class HulkClient:
             "GET", f"/v1/tasks/{_segment(task_id)}", params=params, extra_time=wait or 0.0
         )
         return result
+
+    async def follow(self, view: Mapping[str, Any], wait: float) -> dict[str, Any]:
+        """Follows a task until it is terminal or `wait` seconds have passed; returns its latest view.
+
+        Uses `?wait=` (at most 60 s a request), so waits longer than the API's limit work. A task just
+        accepted may not be readable yet on the instance that answers (its status record is written
+        asynchronously): a 404 is then retried, a little later each time, until the deadline.
+
+        Args:
+            view: the task as last seen (at least `id` and `status`), e.g. what `submit` returned.
+            wait: seconds to wait at most.
+        """
+        current = dict(view)
+        deadline = time.monotonic() + wait
+        unseen = 0
+        while current.get("status") not in TERMINAL_STATES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                current = await self.get_task(str(current["id"]), wait=min(remaining, MAX_WAIT))
+            except ApiError as exc:
+                if exc.status != 404 or time.monotonic() + 0.05 >= deadline:
+                    raise
+                unseen += 1
+                await asyncio.sleep(min(0.05 * 2 ** min(unseen, 5), 1.0, max(0.0, deadline - time.monotonic())))
+        return current
 
     async def cancel_task(self, task_id: str) -> dict[str, Any]:
         """`DELETE /v1/tasks/{id}`: cancels the task; returns its view."""

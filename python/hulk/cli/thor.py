@@ -537,28 +537,6 @@ def _render_status(report: Mapping[str, Any], ready: bool) -> None:
 # --- tasks ---------------------------------------------------------------------------------------
 
 
-async def _wait_terminal(client: HulkClient, view: dict[str, Any], wait: float) -> dict[str, Any]:
-    """Follows a task with `?wait=` (at most 60 s a request) until it is terminal or `wait` has passed.
-
-    A task just accepted may not be readable yet on the instance that answers (its status record is
-    written asynchronously): a 404 then is retried, a little later each time, until the deadline.
-    """
-    deadline = time.monotonic() + wait
-    unseen = 0
-    while view.get("status") not in TERMINAL_STATES:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            view = await client.get_task(str(view["id"]), wait=min(remaining, MAX_WAIT))
-        except ApiError as exc:
-            if exc.status != 404 or time.monotonic() + 0.05 >= deadline:
-                raise
-            unseen += 1
-            await asyncio.sleep(min(0.05 * 2 ** min(unseen, 5), 1.0, max(0.0, deadline - time.monotonic())))
-    return view
-
-
 def _render_task(view: Mapping[str, Any]) -> None:
     status_ = str(view.get("status", "?"))
     colour = {"succeeded": "green", "dead": "red", "cancelled": "yellow"}.get(status_, "cyan")
@@ -614,7 +592,7 @@ def tasks_submit(
             priority=priority,
         )
         if waited is not None:
-            view = await _wait_terminal(client, view, waited)
+            view = await client.follow(view, waited)
         return view
 
     view = run(state, submit)
@@ -644,7 +622,7 @@ def tasks_get(
     async def get(client: HulkClient) -> dict[str, Any]:
         view = await client.get_task(task_id, wait=min(waited, MAX_WAIT) if waited else None)
         if waited:
-            view = await _wait_terminal(client, view, waited)
+            view = await client.follow(view, waited)
         return view
 
     view = run(state, get)
@@ -1049,7 +1027,7 @@ def bench(
         try:
             answer = await client.submit(task_type, body, wait=per_task)
             if per_task is not None and answer.get("status") not in TERMINAL_STATES:
-                answer = await _wait_terminal(client, answer, per_task - (time.perf_counter() - started))
+                answer = await client.follow(answer, per_task - (time.perf_counter() - started))
         except ApiError as exc:
             errors[f"{exc.status} {exc.code}"] += 1
         except RequestTimeout:

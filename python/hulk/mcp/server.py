@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from pydantic import Field
 from hulk.client import (
     DEFAULT_URL,
     MAX_WAIT,
+    TERMINAL_STATES,
     ApiError,
     ClientError,
     HulkClient,
@@ -204,7 +206,8 @@ class HulkTools:
         error) when it ends within that time.
         """
         await self.require_admin("submit_task")
-        return await self.call(
+        started = time.monotonic()
+        view = await self.call(
             self.client.submit(
                 task_type,
                 payload,
@@ -214,6 +217,10 @@ class HulkTools:
                 max_retries=max_retries,
             )
         )
+        if wait_seconds and view.get("status") not in TERMINAL_STATES:
+            # The instance may answer before the task's record is readable: follow it for the rest.
+            view = await self.call(self.client.follow(view, wait_seconds - (time.monotonic() - started)))
+        return view
 
     async def get_task(self, task_id: TaskId, wait_seconds: WaitSeconds = 0.0) -> dict[str, Any]:
         """Show one task: status (queued, running, succeeded, dead, cancelled), attempts, result or error.

@@ -125,3 +125,25 @@ async def test_transport_failures() -> None:
     async with canned(raising(httpx.ConnectError(""))) as client:
         with pytest.raises(Unreachable, match="ConnectError"):
             await client.health()
+
+
+async def test_follow_retries_a_task_not_yet_readable() -> None:
+    answers = iter(
+        [
+            httpx.Response(404, json={"error": {"code": "task_not_found", "message": "no task"}}),
+            httpx.Response(200, json={"id": "t1", "status": "running"}),
+            httpx.Response(200, json={"id": "t1", "status": "succeeded", "result": 1}),
+        ]
+    )
+    async with canned(lambda r: next(answers)) as client:
+        view = await client.follow({"id": "t1", "status": "queued"}, 30)
+    assert view == {"id": "t1", "status": "succeeded", "result": 1}
+
+
+async def test_follow_gives_up_at_its_deadline() -> None:
+    missing = httpx.Response(404, json={"error": {"code": "task_not_found", "message": "no task"}})
+    async with canned(lambda r: missing) as client:
+        with pytest.raises(ApiError):
+            await client.follow({"id": "t1", "status": "queued"}, 0.01)
+        assert await client.follow({"id": "t1", "status": "queued"}, 0) == {"id": "t1", "status": "queued"}
+        assert await client.follow({"id": "t1", "status": "dead"}, 5) == {"id": "t1", "status": "dead"}
