@@ -77,13 +77,14 @@ async def test_every_tool_against_the_service(service: HulkService) -> None:
         assert refused.is_error
         assert "breaker_not_found" in text(refused)
 
-        for name, arguments in [
+        bad_calls: list[tuple[str, dict[str, Any]]] = [
             ("submit_task", {"task_type": "no.such.type"}),
             ("submit_task", {"task_type": "bad type"}),
             ("get_task", {"task_id": "missing-task"}),
             ("list_dead_tasks", {"limit": 5000}),
             ("get_task", {}),
-        ]:
+        ]
+        for name, arguments in bad_calls:
             result = await client.call_tool(name, arguments)
             assert result.is_error, (name, arguments)
             assert text(result)
