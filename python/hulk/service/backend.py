@@ -86,6 +86,8 @@ class ServiceBackend:
         self.started_at = time.monotonic()
         # Terminal records never change: keep them in the native L1 so repeated reads skip NATS.
         self._terminal = L1Cache(50_000, ttl=300.0)
+        # Tasks accepted here and not yet recorded by the instance that runs them (read-your-writes).
+        self._submitted = L1Cache(100_000, ttl=120.0)
         self._max_payload = engine.config.max_payload_bytes
 
     # --- tasks ---------------------------------------------------------------------------------
@@ -117,11 +119,11 @@ class ServiceBackend:
         else:
             await producer.submit(envelope)
             status = "queued"
-        status_store = self.node.status
-        if status_store is not None:
-            record = {"id": task_id, "type": request.type, "tenant": tenant, "status": status, "attempt": 0}
-            record["created_at"] = envelope.created_at
-            await status_store.put_nowait(task_id, record)
+        # Kept here, not written to KV: a late "queued" write could land after the executing
+        # instance's "succeeded" and hide it. KV gets the record from the instance that runs it.
+        record = {"id": task_id, "type": request.type, "tenant": tenant, "status": status, "attempt": 0}
+        record["created_at"] = envelope.created_at
+        self._submitted.set(task_id, record)
         return {"id": task_id, "status": status}
 
     async def _record(self, task_id: str) -> dict[str, Any] | None:
@@ -133,7 +135,11 @@ class ServiceBackend:
             return live.to_dict()
         store = self.node.status
         record = None if store is None else await store.get(task_id)
-        if record is not None and record.get("status") in TERMINAL:
+        if record is None:
+            # Accepted by this instance, not yet picked up anywhere: answer from what we accepted.
+            submitted = self._submitted.get(task_id)
+            return None if submitted is None else dict(submitted)
+        if record.get("status") in TERMINAL:
             self._terminal.set(task_id, record)
         return record
 
