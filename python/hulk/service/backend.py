@@ -10,9 +10,10 @@ instance that holds the task cancels it, wherever it runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -72,6 +73,15 @@ async def within(awaitable: Awaitable[T], timeout: float) -> T:
         while not task.done():
             task.cancel()
             await asyncio.wait({task}, timeout=0.05)
+
+
+@contextlib.contextmanager
+def _unavailable(doing: str) -> Iterator[None]:
+    """Turns NATS failures (disconnected, no answer in time) into `NotConnected`: HTTP 503, not 500."""
+    try:
+        yield
+    except (NatsError, TimeoutError) as exc:
+        raise NotConnected(f"NATS failed while {doing}: {type(exc).__name__}: {exc}") from exc
 
 
 def _view(record: Mapping[str, Any], task_id: str) -> dict[str, Any]:
@@ -141,10 +151,12 @@ class ServiceBackend:
             headers=headers,
         )
         if request.delay:
-            await schedule_task(conn, envelope, run_at=time.time() + request.delay)
+            with _unavailable("scheduling the task"):
+                await schedule_task(conn, envelope, run_at=time.time() + request.delay)
             status = "scheduled"
         else:
-            result = await producer.submit(envelope)
+            with _unavailable("submitting the task"):
+                result = await producer.submit(envelope)
             if result.duplicate:
                 # The stream dropped the copy: the task accepted first keeps its record, whatever its state.
                 existing = await self._record(task_id)
@@ -181,8 +193,16 @@ class ServiceBackend:
         live = self.engine.pool.get(task_id)
         if live is not None:
             return live.to_dict()
-        store = self.node.status
-        record = None if store is None else await store.get(task_id)
+        store, conn = self.node.status, self.node.conn
+        if store is None:
+            return None
+        if conn is None or not conn.connected:
+            raise NotConnected("NATS is not connected: the task's status cannot be read now")
+        try:
+            with _unavailable("reading the task's status"):
+                record = await store.get(task_id)
+        except ValueError:
+            return None  # not a possible task id (the KV key check refused it): no such task
         if record is not None and record.get("status") in TERMINAL:
             self._terminal.set(task_id, record)
         return record
@@ -203,8 +223,10 @@ class ServiceBackend:
         if record.get("status") not in TERMINAL and store is not None:
             try:
                 record = await within(store.wait(task_id), timeout)
-            except TimeoutError:
+            except (TimeoutError, NatsError):
                 record = await self._record(task_id) or record
+            if record.get("status") in TERMINAL:
+                self._terminal.set(task_id, record)
         return _view(record, task_id)
 
     async def cancel(self, task_id: str, *, tenant: str) -> Mapping[str, Any] | None:
@@ -218,7 +240,8 @@ class ServiceBackend:
             conn = self.node.conn
             if conn is None or not conn.connected:
                 raise NotConnected("NATS is not connected: cannot broadcast the cancellation")
-            await conn.nc.publish(CANCEL_SUBJECT, task_id.encode())
+            with _unavailable("broadcasting the cancellation"):
+                await conn.nc.publish(CANCEL_SUBJECT, task_id.encode())
         return await self.wait(task_id, tenant=tenant, timeout=2.0)
 
     def on_cancel_broadcast(self, task_id: str) -> None:
@@ -228,7 +251,8 @@ class ServiceBackend:
 
     async def list_dead(self, *, tenant: str | None, limit: int) -> Sequence[Mapping[str, Any]]:
         """Dead tasks this instance saw, newest first (one tenant's, or all for the admin)."""
-        tasks = await self.engine.dead(limit)
+        with _unavailable("reading dead tasks"):
+            tasks = await self.engine.dead(limit)
         out = [t.to_dict() for t in tasks]
         return [t for t in out if tenant is None or t.get("tenant", "default") == tenant]
 
