@@ -1,7 +1,7 @@
 """The platform middlewares, as plain ASGI callables (no BaseHTTPMiddleware: it costs a task per request).
 
-Order, outermost first: request context (id, timing, metrics, access log) → error recovery → body size
-limit → request timeout → tracing → the router. Health, readiness and metrics skip the timeout and
+Order, outermost first: tracing → request context (id, timing, metrics, access log) → error recovery →
+body size limit → request timeout → the router. Health, readiness and metrics skip the timeout and
 tracing, so probes stay cheap and never produce spans.
 """
 
