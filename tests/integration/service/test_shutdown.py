@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.integration.service.conftest import ServiceFactory
-from tests.integration.service.helpers import ServiceProcess
+from tests.integration.service.helpers import ADMIN_TOKEN, ServiceProcess, admin_headers, client_for
 from tests.nats_servers import NatsServer
 
 pytestmark = pytest.mark.integration
@@ -101,3 +101,21 @@ async def test_sigterm_under_load_loses_no_accepted_task(
     states = await final_states(second, accepted)
     assert sorted(set(states.values())) == ["succeeded"], {s: list(states.values()).count(s) for s in states.values()}
     assert await asyncio.to_thread(second.stop, sig=signal.SIGINT) == 0
+
+
+def test_admin_drain_turns_readiness_false_then_exits_0(nats_server: NatsServer, start_service: ServiceFactory) -> None:
+    service = start_service(nats_server, HULK_SERVER__ADMIN_TOKEN=ADMIN_TOKEN)
+    with client_for(service) as client:
+        running = client.post("/v1/tasks", json={"type": "sleep", "payload": {"ms": 1500}}).json()["id"]
+        assert client.get(f"/v1/tasks/{running}", params={"wait": "1ms"}).json()["status"] in ("queued", "running")
+        drained = client.post("/v1/admin/drain", headers=admin_headers())
+        assert (drained.status_code, drained.json()) == (202, {"draining": True})
+        # The running task keeps the instance up (the drain deadline is 10 s): it is not ready meanwhile.
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["draining"] is True
+    assert service.wait(30.0) == 0
+    assert service.events("hulk.drained")[0]["finished_in_time"] is True
+    second = start_service(nats_server)
+    with client_for(second) as client:
+        assert client.get(f"/v1/tasks/{running}", params={"wait": "10s"}).json()["status"] == "succeeded"
