@@ -1,7 +1,7 @@
 """The platform middlewares, as plain ASGI callables (no BaseHTTPMiddleware: it costs a task per request).
 
-Order, outermost first: request context (id, timing, metrics, access log) → error recovery → body size
-limit → request timeout → tracing → the router. Health, readiness and metrics skip the timeout and
+Order, outermost first: tracing → request context (id, timing, metrics, access log) → error recovery →
+body size limit → request timeout → the router. Health, readiness and metrics skip the timeout and
 tracing, so probes stay cheap and never produce spans.
 """
 
@@ -123,7 +123,9 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             self.metrics.observe(scope["method"], template, status, elapsed)
-            if status >= 500:
+            # A probe's 503 is an answer (not ready), not a server error: probes during an outage
+            # would otherwise write an error line each.
+            if status >= 500 and scope["path"] not in PROBE_PATHS:
                 log.error("http.request", method=scope["method"], path=scope["path"], status=status, request_id=rid)
             else:
                 log.debug(
@@ -215,10 +217,15 @@ class TimeoutMiddleware:
             await self.app(scope, receive, send)
             return
         watch = _ResponseWatch(send)
+        deadline = asyncio.timeout(self.timeout)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with deadline:
                 await self.app(scope, receive, watch)
         except TimeoutError:
+            # Only our own deadline is a 504: a TimeoutError raised by the app (a NATS request, say)
+            # is the app's error and goes on to the error recovery.
+            if not deadline.expired():
+                raise
             if not watch.started:
                 message = f"request took longer than {self.timeout}s"
                 await _send_error(send, 504, "timeout", message, request_id(scope))
