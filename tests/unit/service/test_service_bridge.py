@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from hulk.engine import EngineConfig, EngineStopped, Hulk, Task, UnknownTaskType
+from hulk.engine import DuplicateTask, EngineConfig, EngineStopped, Hulk, Task, UnknownTaskType
 from hulk.errors import QueueFull
 from hulk.messaging.envelope import TaskEnvelope
 from hulk.messaging.intake import NatsDelivery
@@ -119,6 +119,7 @@ async def test_a_task_cancelled_elsewhere_is_acked_without_running() -> None:
         (UnknownTaskType("nope"), ("term", "unknown task type")),
         (QueueFull("full"), ("nak", 0.1)),
         (EngineStopped("draining"), ("nak", 0.1)),
+        (DuplicateTask("t1"), ("nak", 5.0)),
         (RuntimeError("boom"), ("term", "refused by engine")),
     ],
 )
