@@ -34,7 +34,7 @@ from tests.servers import RedisServer
 from hulk.cache import Cache
 
 GET_CALLS = 1_000
-ROUNDS = 15
+ROUNDS = 25
 OPS = 2_000
 HOT_KEYS = 200
 HIT_RATE = 0.95

@@ -11,12 +11,13 @@ back-fills, with one GET and no PTTL round trip, and lets L3 drop expired entrie
 
 from __future__ import annotations
 
-import hashlib
 import re
 import struct
 from typing import Any, NamedTuple
 
 import orjson
+
+from hulk.keys import result_key as result_key  # re-exported: the key helper of cacheable tasks
 
 TAG_JSON = ord("j")
 TAG_BYTES = ord("b")
@@ -105,29 +106,3 @@ def check_namespace(namespace: str) -> str:
     if not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace):
         raise ValueError(f"namespace must be 1-128 characters of [A-Za-z0-9_.-], got {namespace!r}")
     return namespace
-
-
-def result_key(task_type: str, payload: bytes | bytearray | memoryview) -> str:
-    """The cache key of a task's result: the same (type, payload) always gives the same key.
-
-    A cacheable task type stores its result under this key in the tenant's namespace; an identical
-    task submitted within the entry's TTL reads the result instead of running. The payload is
-    hashed as given (the caller passes the canonical bytes it validated), with BLAKE2b-128.
-
-    Args:
-        task_type: the registered task type (non-empty).
-        payload: the task's payload bytes.
-
-    Returns:
-        `"result:<task_type>:<32 hex digits>"`.
-
-    Raises:
-        ValueError: `task_type` is empty.
-        TypeError: `payload` is not bytes.
-    """
-    if not task_type:
-        raise ValueError(f"task_type must be a non-empty string, got {task_type!r}")
-    if not isinstance(payload, bytes | bytearray | memoryview):
-        raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-    digest = hashlib.blake2b(payload, digest_size=16, person=b"hulk-result-v1").hexdigest()
-    return f"result:{task_type}:{digest}"

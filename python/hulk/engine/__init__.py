@@ -3,7 +3,8 @@
 `Hulk` is the entry point: register handlers with `@app.task(...)`, start it (`async with app`),
 `submit` tasks, then `get`, `wait`, `cancel` them or list the dead ones. The messaging, cache,
 observability and HTTP layers plug in through small protocols defined here: `EventSink`,
-`StatusStore`, `Delivery` and `Component`.
+`StatusStore`, `Delivery`, `Component` and `CacheLike` (the runtime's cache, for `hulk.context` and
+task types declared with `cache_ttl`).
 """
 
 from hulk.engine.app import Hulk, run
@@ -26,7 +27,7 @@ from hulk.engine.events import EventSink, FanoutSink, MemoryEventSink, NullEvent
 from hulk.engine.ids import IdGenerator
 from hulk.engine.lifecycle import Component, Health, Runtime
 from hulk.engine.metrics import EngineMetrics, TypeMetrics
-from hulk.engine.pool import Delivery, DrainResult, WorkerPool
+from hulk.engine.pool import CacheLike, CacheNamespaceLike, Delivery, DrainResult, WorkerPool
 from hulk.engine.registry import Registry, TaskSpec, task
 from hulk.engine.store import InMemoryStatusStore, StatusStore
 from hulk.engine.task import TERMINAL, TRANSITIONS, Task, TaskError, TaskStatus, can_transition
@@ -36,6 +37,8 @@ __all__ = [
     "TRANSITIONS",
     "BackoffPolicy",
     "BreakerPolicy",
+    "CacheLike",
+    "CacheNamespaceLike",
     "Clock",
     "Component",
     "ComponentFailed",

@@ -29,7 +29,7 @@ from hulk.engine.events import EventSink, NullEventSink
 from hulk.engine.ids import IdGenerator
 from hulk.engine.lifecycle import Component, Health, Runtime
 from hulk.engine.metrics import EngineMetrics
-from hulk.engine.pool import Delivery, DrainResult, WorkerPool
+from hulk.engine.pool import CacheLike, Delivery, DrainResult, WorkerPool
 from hulk.engine.registry import Executor, Registry
 from hulk.engine.store import InMemoryStatusStore, StatusStore
 from hulk.engine.task import Task, TaskStatus
@@ -68,6 +68,9 @@ class Hulk:
         ids: id generator (default: UUIDv7 seeded from `config.seed`).
         builtins: register the `echo`, `sleep`, `fail` and `cpu` handlers.
         modules: handler modules to load by import path, after `config.handlers` (see `Registry.load`).
+        cache: the runtime's cache (any `CacheLike`, e.g. a started `hulk.cache.Cache`): handlers
+            get their tenant's namespace from `hulk.context.cache()`, and task types declared with
+            `cache_ttl` reuse results through it (None: no cache, cacheable types just run).
     """
 
     def __init__(
@@ -81,6 +84,7 @@ class Hulk:
         ids: IdGenerator | None = None,
         builtins: bool = True,
         modules: Iterable[str] = (),
+        cache: CacheLike | None = None,
     ) -> None:
         self.config = config = config if config is not None else EngineConfig()
         self.registry = registry if registry is not None else Registry()
@@ -95,6 +99,7 @@ class Hulk:
             else InMemoryStatusStore(config.store_capacity, config.store_ttl, clock=self.clock)
         )
         self.events: EventSink = events if events is not None else NullEventSink()
+        self.cache = cache
         self.metrics = EngineMetrics()
         self.pool = WorkerPool(
             self.registry,
@@ -104,6 +109,7 @@ class Hulk:
             events=self.events,
             metrics=self.metrics,
             ids=ids,
+            cache=cache,
         )
         if isinstance(self.store, InMemoryStatusStore) and self.store.live is None:
             self.store.live = self.pool.get
@@ -131,6 +137,7 @@ class Hulk:
         breaker: str | BreakerPolicy | bool | None = None,
         concurrency: int | None = None,
         executor: Executor | None = None,
+        cache_ttl: float | None = None,
     ) -> Callable[[F], F]:
         """Decorator registering a handler (see `Registry.register` for the options).
 
@@ -148,6 +155,7 @@ class Hulk:
             breaker=breaker,
             concurrency=concurrency,
             executor=executor,
+            cache_ttl=cache_ttl,
         )
 
     def breaker(self, name: str, policy: BreakerPolicy | None = None) -> str:

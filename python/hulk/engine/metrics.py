@@ -36,7 +36,7 @@ LATENCY_BUCKETS = [
 DURATION_BUCKETS = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 """Upper bounds (seconds) of the per-type attempt duration histogram."""
 
-_COUNTERS = ("submitted", "started", "succeeded", "failed", "retried", "dead", "cancelled", "timeouts")
+_COUNTERS = ("submitted", "started", "succeeded", "failed", "retried", "dead", "cancelled", "timeouts", "cache_hits")
 
 
 class TypeMetrics:
@@ -51,6 +51,8 @@ class TypeMetrics:
         dead: tasks that exhausted their retries.
         cancelled: tasks cancelled.
         timeouts: attempts that timed out.
+        cache_hits: tasks of a cacheable type that succeeded with a cached result (also counted in
+            `succeeded`).
         duration: seconds per finished attempt.
     """
 
@@ -65,6 +67,7 @@ class TypeMetrics:
         self.dead = Counter()
         self.cancelled = Counter()
         self.timeouts = Counter()
+        self.cache_hits = Counter()
         self.duration = Histogram(buckets=DURATION_BUCKETS)
 
     def snapshot(self) -> dict[str, Any]:

@@ -23,6 +23,15 @@ Limits worth knowing: the native queue holds `queue_size` tasks and a worker may
 layer, not used to reorder here); a handler that never awaits holds the loop for as long as it runs
 (the watchdog cannot interrupt it: declare CPU-bound work `executor="process"` or make it sync).
 
+Task context and cacheable types: each worker sets `hulk.context`'s cache variable once and the
+current task around each attempt (one ContextVar set/reset; a sync handler's thread gets a copy of
+that context). With a cache (`CacheLike`, e.g. `hulk.cache.Cache`), an attempt of a type declared
+`cache_ttl` first reads `result_key(type, canonical_payload(payload))` in the tenant's namespace: a
+hit succeeds without calling the handler (`task.cached`, the type's `cache_hits` counter; a breaker
+probe it took is released, not counted as a success); a miss runs the handler and stores a result
+that passed the JSON check before the task succeeds. A cache that fails is logged and bypassed.
+Other types take the plain path, with no lookup.
+
 External delivery (service mode): a task submitted with a `Delivery` (a NATS message, say) is not
 retried locally: the pool calls `delivery.on_retry(task, delay)` (nak with delay) and
 `delivery.on_terminal(task)` (ack or term), and exposes `free_slots()` and `running_deliveries()`
@@ -48,6 +57,7 @@ import orjson
 import structlog
 
 from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker
+from hulk.context import current_task_var, runtime_cache_var
 from hulk.engine.clock import Clock, SystemClock
 from hulk.engine.config import BackoffPolicy, BreakerPolicy, EngineConfig
 from hulk.engine.errors import DuplicateTask, EngineStopped, IllegalTransition, PayloadError, UnknownTaskType
@@ -59,8 +69,9 @@ from hulk.engine.registry import Registry, TaskSpec
 from hulk.engine.store import StatusStore
 from hulk.engine.task import TERMINAL, Task, TaskError, TaskStatus
 from hulk.errors import QueueClosed, QueueFull
+from hulk.keys import canonical_payload, result_key
 
-__all__ = ["Delivery", "DrainResult", "WorkerPool"]
+__all__ = ["CacheLike", "CacheNamespaceLike", "Delivery", "DrainResult", "WorkerPool"]
 
 _log = structlog.get_logger("hulk.engine.pool")
 
@@ -92,6 +103,32 @@ _dumps = orjson.dumps
 
 # Payloads that are JSON by construction and small: no need to serialise them to check.
 _TRIVIAL_PAYLOADS = frozenset({bool, float})
+
+_set_current_task = current_task_var.set
+_reset_current_task = current_task_var.reset
+
+# What a cache lookup returns on a miss (a stored None result is a hit).
+_MISS: Any = object()
+
+
+class CacheNamespaceLike(Protocol):
+    """One namespace (a tenant's) of the runtime's cache: what the engine and handlers use."""
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The value of `key`, or `default` when none is live."""
+        ...
+
+    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Stores JSON-serialisable `value` under `key` for `ttl` seconds (None: the cache's default)."""
+        ...
+
+
+class CacheLike(Protocol):
+    """The runtime's cache as the engine sees it (`hulk.cache.Cache` is one; the engine never imports it)."""
+
+    def namespace(self, name: str) -> CacheNamespaceLike:
+        """The namespace `name` (a tenant id); raises ValueError for a name it cannot use."""
+        ...
 
 
 @runtime_checkable
@@ -139,6 +176,9 @@ class _TypeRuntime:
     __slots__ = (
         "active",
         "breaker",
+        "cache_hits_inc",
+        "cache_ttl",
+        "call_mode",
         "duration_observe",
         "fail_fast",
         "fn",
@@ -165,6 +205,7 @@ class _TypeRuntime:
         breaker: CircuitBreaker | None,
         fail_fast: bool,
         metrics: TypeMetrics,
+        has_cache: bool = False,
     ) -> None:
         self.spec = spec
         self.fn = spec.fn
@@ -180,8 +221,12 @@ class _TypeRuntime:
         self.parked: deque[Task] = deque()
         self.metrics = metrics
         # What the worker loop needs, one attribute away: how to call the handler (0: await
-        # fn(payload), 1: await fn(payload, task=task), 2: off the loop) and bound metric methods.
-        self.mode = 2 if self.kind != _LOOP else (1 if self.pass_task else 0)
+        # fn(payload), 1: await fn(payload, task=task), 2: off the loop, 3: through the result
+        # cache, which then calls it the `call_mode` way) and bound metric methods.
+        self.call_mode = 2 if self.kind != _LOOP else (1 if self.pass_task else 0)
+        self.cache_ttl = spec.cache_ttl if has_cache else None
+        self.mode = 3 if self.cache_ttl is not None else self.call_mode
+        self.cache_hits_inc = metrics.cache_hits.inc
         self.submitted_inc = metrics.submitted.inc
         self.started_inc = metrics.started.inc
         self.succeeded_inc = metrics.succeeded.inc
@@ -228,6 +273,7 @@ class WorkerPool:
         ids: id generator for tasks submitted without an id.
         on_dead: callbacks run with each task that turns dead (the dead-letter hook); a callback
             may return an awaitable, which is scheduled on the loop.
+        cache: the runtime's cache, for `hulk.context.cache()` and cacheable task types (None: none).
     """
 
     def __init__(
@@ -241,8 +287,10 @@ class WorkerPool:
         metrics: EngineMetrics | None = None,
         ids: IdGenerator | None = None,
         on_dead: Sequence[Callable[[Task], object]] = (),
+        cache: CacheLike | None = None,
     ) -> None:
         self.config = config = config if config is not None else EngineConfig()
+        self.cache = cache
         self.registry = registry
         self.clock = clock = clock if clock is not None else SystemClock()
         self._now: Callable[[], float] = clock.monotonic
@@ -342,6 +390,7 @@ class WorkerPool:
                 breaker,
                 breaker is not None and self._fail_fast[breaker.name],
                 self.metrics.for_type(spec.name),
+                has_cache=self.cache is not None,
             )
 
     @property
@@ -504,6 +553,7 @@ class WorkerPool:
             task._rt = rt
             task._sched = None
             task.attempt = 0
+            task.cached = False
             task.created_at = wall
             task.error = None
             task.finished_at = None
@@ -595,6 +645,7 @@ class WorkerPool:
             task._rt = rt
             task._sched = None
             task.attempt = 0
+            task.cached = False
             task.created_at = wall
             task.error = None
             task.finished_at = None
@@ -747,6 +798,8 @@ class WorkerPool:
 
     async def _work(self, worker: _Worker) -> None:
         """One worker: takes tasks in batches and runs them, awaiting each handler inline."""
+        if self.cache is not None:
+            runtime_cache_var.set(self.cache)  # this worker's own context, for `hulk.context.cache()`
         try:
             await self._work_loop(worker)
         except asyncio.CancelledError:
@@ -776,6 +829,8 @@ class WorkerPool:
         running_status = RUNNING
         succeeded_status = SUCCEEDED
         scalars = _JSON_SCALARS
+        set_task = _set_current_task
+        reset_task = _reset_current_task
         now = now_fn()
         offset = self._wall
         took = False
@@ -837,14 +892,18 @@ class WorkerPool:
             rt.started_inc()
             latency_observe(started - task.queued_at)  # type: ignore[operator]
             worker.task = task
+            # Set before the call, so a sync handler's thread gets it in its copy of the context.
+            token = set_task(task)
             try:
                 mode = rt.mode
                 if mode == 0:
                     result = await rt.fn(task.payload)
                 elif mode == 1:
                     result = await rt.fn(task.payload, task=task)
-                else:
+                elif mode == 2:
                     result = await self._off_loop(rt, task)
+                else:
+                    result = await self._through_cache(rt, task)
                 if result is not None and type(result) not in scalars:
                     _check_result(result)
             except asyncio.CancelledError:
@@ -882,12 +941,17 @@ class WorkerPool:
                 emit((task, running_status, succeeded_status, finished))
                 duration = finished - started
                 if breaker is not None:
-                    breaker.record_success(duration, now)
+                    if task.cached:
+                        breaker.release(now)  # the dependency was not called: no evidence either way
+                    else:
+                        breaker.record_success(duration, now)
                 rt.succeeded_inc()
                 rt.duration_observe(duration)
                 del live[task.id]
                 if task._delivery is not None:
                     self._settle(task)
+            finally:
+                reset_task(token)
             if rt.limit:
                 self._release_slot(rt)
 
@@ -897,6 +961,44 @@ class WorkerPool:
         current = asyncio.current_task()
         if current is not None:
             current.uncancel()
+
+    async def _through_cache(self, rt: _TypeRuntime, task: Task) -> Any:
+        """A cacheable type's attempt: the tenant's cached result, or the handler's, then stored."""
+        cache = self.cache
+        assert cache is not None
+        try:
+            key = result_key(task.type, canonical_payload(task.payload))
+            space = cache.namespace(task.tenant)
+        except (TypeError, ValueError) as exc:
+            # A payload orjson refuses (only possible through `submit_task`) or a tenant the cache
+            # cannot name: the task still runs, uncached.
+            _log.warning("result_cache_unusable", task_id=task.id, tenant=task.tenant, error=str(exc))
+            return await self._call(rt, task)
+        try:
+            found = await space.get(key, _MISS)
+        except Exception as exc:
+            _log.warning("result_cache_get_failed", task_id=task.id, error=repr(exc))
+            found = _MISS
+        if found is not _MISS:
+            task.cached = True
+            rt.cache_hits_inc()
+            return found
+        result = await self._call(rt, task)
+        _check_result(result)
+        try:
+            await space.set(key, result, rt.cache_ttl)
+        except Exception as exc:
+            _log.warning("result_cache_set_failed", task_id=task.id, error=repr(exc))
+        return result
+
+    def _call(self, rt: _TypeRuntime, task: Task) -> Any:
+        """The handler's awaitable, called the way its `call_mode` says."""
+        mode = rt.call_mode
+        if mode == 0:
+            return rt.fn(task.payload)
+        if mode == 1:
+            return rt.fn(task.payload, task=task)
+        return self._off_loop(rt, task)
 
     async def _off_loop(self, rt: _TypeRuntime, task: Task) -> Any:
         loop = self._loop

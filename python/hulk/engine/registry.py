@@ -4,7 +4,14 @@ A handler takes the task's payload as its one positional argument and returns a 
 result. Declaring a keyword parameter named `task` also gives it the (read-only) `Task` record,
 e.g. for its id or attempt number. Coroutine functions run on the event loop; plain functions run
 in a bounded thread pool, or in a process pool when declared `executor="process"` (they must then
-be importable module-level functions, and `task` is not passed).
+be importable module-level functions, and `task` is not passed). Handlers that run in this process
+also reach the running task and their tenant's cache through `hulk.context`.
+
+A task type declared with `cache_ttl=<seconds>` is cacheable: when the engine has a cache, an attempt
+first looks the result up under `hulk.keys.result_key(type, canonical_payload(payload))` in the
+tenant's namespace; a hit succeeds at once without calling the handler (the task says `cached`), a
+miss runs the handler and stores a successful result for `cache_ttl` seconds (failures are never
+stored). Use it only for handlers whose result depends on the payload alone.
 
 Handler modules load by import path from configuration, the way Celery's `-A myapp.tasks` does:
 `"myapp.tasks"` imports the module and takes the handlers registered on its module-level
@@ -43,6 +50,8 @@ class TaskSpec:
         breaker: name of the circuit breaker guarding it (None: no breaker).
         concurrency: most attempts of this type running at once (None: no limit).
         pass_task: the handler declares a `task` parameter.
+        cache_ttl: seconds a successful result is reused for an identical (type, payload) task of
+            the same tenant (None: not cacheable).
     """
 
     name: str
@@ -54,6 +63,7 @@ class TaskSpec:
     breaker: str | None = None
     concurrency: int | None = None
     pass_task: bool = False
+    cache_ttl: float | None = None
 
 
 def _accepts_task(fn: Callable[..., Any]) -> bool:
@@ -132,6 +142,7 @@ class Registry:
         breaker: str | BreakerPolicy | bool | None = None,
         concurrency: int | None = None,
         executor: Executor | None = None,
+        cache_ttl: float | None = None,
     ) -> TaskSpec:
         """Registers `fn` as the handler of task type `name`.
 
@@ -146,6 +157,8 @@ class Registry:
             concurrency: most attempts of this type running at once.
             executor: "process" to run a CPU-bound sync function in the process pool; by default
                 coroutine functions run on the loop and sync functions in the thread pool.
+            cache_ttl: seconds a successful result is reused for an identical task of the same
+                tenant, when the engine has a cache (None: not cacheable; see the module docs).
 
         Returns:
             The spec.
@@ -175,6 +188,10 @@ class Registry:
             isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
         ):
             raise ValueError(f"concurrency of {name!r} must be an integer >= 1, got {concurrency!r}")
+        if cache_ttl is not None and (
+            isinstance(cache_ttl, bool) or not isinstance(cache_ttl, int | float) or not 0 < cache_ttl < float("inf")
+        ):
+            raise ValueError(f"cache_ttl of {name!r} must be a finite number of seconds > 0, got {cache_ttl!r}")
         breaker_name: str | None
         if breaker is None or breaker is False:
             breaker_name = None
@@ -197,6 +214,7 @@ class Registry:
             breaker=breaker_name,
             concurrency=concurrency,
             pass_task=executor != "process" and _accepts_task(fn),
+            cache_ttl=None if cache_ttl is None else float(cache_ttl),
         )
         self._add(spec)
         return spec
@@ -217,6 +235,7 @@ class Registry:
         breaker: str | BreakerPolicy | bool | None = None,
         concurrency: int | None = None,
         executor: Executor | None = None,
+        cache_ttl: float | None = None,
     ) -> Callable[[F], F]:
         """Decorator form of `register`; returns the function unchanged.
 
@@ -239,6 +258,7 @@ class Registry:
                 breaker=breaker,
                 concurrency=concurrency,
                 executor=executor,
+                cache_ttl=cache_ttl,
             )
             return fn
 

@@ -131,6 +131,7 @@ class Task:
         "_rt",
         "_sched",
         "attempt",
+        "cached",
         "created_at",
         "error",
         "finished_at",
@@ -186,6 +187,8 @@ class Task:
     """The handler's return value once succeeded."""
     error: TaskError | None
     """The last attempt's error (kept after a successful retry is cleared)."""
+    cached: bool
+    """True when the result came from the cache without running the handler (a cacheable type)."""
     _rt: Any
     _delivery: Any
     _sched: Any
@@ -222,6 +225,7 @@ class Task:
         self.trace = trace
         self.result = None
         self.error = None
+        self.cached = False
         self._rt = None
         self._delivery = None
         self._sched = None
@@ -275,6 +279,7 @@ class Task:
         "run_at",
         "trace",
         "result",
+        "cached",
     )
 
     def to_dict(self) -> dict[str, Any]:

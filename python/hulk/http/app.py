@@ -360,7 +360,9 @@ def create_app(
         Middleware(TimeoutMiddleware, timeout=opts.request_timeout),
     ]
     if start_span is not None:
-        middleware.append(Middleware(TracingMiddleware, start_span=start_span))
+        # Outermost, so the span covers the access log line and error logs (they carry its trace and
+        # span ids) and records the status of answers made by the middlewares too (413, 504, 500).
+        middleware.insert(0, Middleware(TracingMiddleware, start_span=start_span))
     app = Starlette(
         routes=routes,
         middleware=middleware,

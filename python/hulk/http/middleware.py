@@ -1,7 +1,7 @@
 """The platform middlewares, as plain ASGI callables (no BaseHTTPMiddleware: it costs a task per request).
 
-Order, outermost first: request context (id, timing, metrics, access log) → error recovery → body size
-limit → request timeout → tracing → the router. Health, readiness and metrics skip the timeout and
+Order, outermost first: tracing → request context (id, timing, metrics, access log) → error recovery →
+body size limit → request timeout → the router. Health, readiness and metrics skip the timeout and
 tracing, so probes stay cheap and never produce spans.
 """
 
@@ -46,6 +46,21 @@ async def _send_error(send: Send, status: int, code: str, message: str, rid: str
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class _ResponseWatch:
+    """Wraps `send` and remembers whether the response has started (after which no error answer fits)."""
+
+    __slots__ = ("send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
 
 
 class HttpMetrics:
@@ -108,7 +123,9 @@ class RequestContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             self.metrics.observe(scope["method"], template, status, elapsed)
-            if status >= 500:
+            # A probe's 503 is an answer (not ready), not a server error: probes during an outage
+            # would otherwise write an error line each.
+            if status >= 500 and scope["path"] not in PROBE_PATHS:
                 log.error("http.request", method=scope["method"], path=scope["path"], status=status, request_id=rid)
             else:
                 log.debug(
@@ -132,19 +149,12 @@ class ErrorRecoveryMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watch(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watch = _ResponseWatch(send)
         try:
             await self.app(scope, receive, watch)
         except Exception:
             log.exception("http.unhandled_error", path=scope["path"], request_id=request_id(scope))
-            if not started:
+            if not watch.started:
                 await _send_error(send, 500, "internal_error", "internal server error", request_id(scope))
 
 
@@ -171,7 +181,6 @@ class BodyLimitMiddleware:
                     return
                 break
         seen = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -182,16 +191,11 @@ class BodyLimitMiddleware:
                     raise _BodyTooLarge
             return message
 
-        async def watch(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watch = _ResponseWatch(send)
         try:
             await self.app(scope, counting_receive, watch)
         except _BodyTooLarge:
-            if not started:
+            if not watch.started:
                 await self._refuse(scope, send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
@@ -212,19 +216,17 @@ class TimeoutMiddleware:
         if scope["type"] != "http" or scope["path"] in self.exempt:
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watch(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watch = _ResponseWatch(send)
+        deadline = asyncio.timeout(self.timeout)
         try:
-            async with asyncio.timeout(self.timeout):
+            async with deadline:
                 await self.app(scope, receive, watch)
         except TimeoutError:
-            if not started:
+            # Only our own deadline is a 504: a TimeoutError raised by the app (a NATS request, say)
+            # is the app's error and goes on to the error recovery.
+            if not deadline.expired():
+                raise
+            if not watch.started:
                 message = f"request took longer than {self.timeout}s"
                 await _send_error(send, 504, "timeout", message, request_id(scope))
 

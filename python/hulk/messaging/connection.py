@@ -162,6 +162,10 @@ class NatsConnection:
             TimeoutError: still disconnected after `timeout` seconds.
 
         """
+        if self._connected.is_set() and not self.connected:
+            # The client saw the loss before our disconnect callback ran: without this the flag
+            # stays set, the wait returns at once, and a caller's retry loop spins the CPU.
+            self._connected.clear()
         await asyncio.wait_for(self._connected.wait(), timeout)
 
     def _pick_server(self, servers: list[Server], _info: dict[str, Any]) -> tuple[Server | None, float]:

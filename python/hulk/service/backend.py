@@ -10,12 +10,15 @@ instance that holds the task cancels it, wherever it runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
 import orjson
+from nats.errors import Error as NatsError
+from nats.js.errors import KeyWrongLastSequenceError
 
 from hulk._native import L1Cache, __version__
 from hulk.engine import Hulk, PayloadError, UnknownTaskType
@@ -24,12 +27,14 @@ from hulk.http.models import SubmitTask
 from hulk.messaging.envelope import TaskEnvelope
 from hulk.messaging.node import MessagingNode
 from hulk.messaging.scheduler import schedule_task
-from hulk.observability import set_level
+from hulk.observability import get_logger, set_level
 from hulk.service.bridge import CancelledIds
 
 CANCEL_SUBJECT = "hulk.control.cancel"
 TERMINAL = frozenset({"succeeded", "dead", "cancelled"})
 _IDEMPOTENCY_NS = uuid.UUID("5b1b3a8e-8f1e-4c55-9d7b-6c2f0d1e4a90")
+log = get_logger("hulk.service")
+T = TypeVar("T")
 
 
 class NotConnected(HulkError):
@@ -45,6 +50,38 @@ def task_id_for(tenant: str, idempotency_key: str | None) -> str:
     if idempotency_key is None:
         return uuid.uuid4().hex
     return uuid.uuid5(_IDEMPOTENCY_NS, f"{tenant}\x00{idempotency_key}").hex
+
+
+async def within(awaitable: Awaitable[T], timeout: float) -> T:
+    """`awaitable`'s result if it comes within `timeout` seconds, else TimeoutError, on time.
+
+    Unlike `asyncio.wait_for` on Python 3.11, this returns on time even when the awaited code swallows
+    its cancellation: 3.11's `wait_for`, which nats-py uses inside every request, drops a cancellation
+    that arrives as its own future completes, so a KV wait cancelled at its deadline could go on until
+    the task finished. The awaitable is cancelled again until it has stopped.
+
+    Raises:
+        TimeoutError: no result within `timeout` seconds.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            raise TimeoutError(f"no result within {timeout}s")
+        return task.result()
+    finally:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.05)
+
+
+@contextlib.contextmanager
+def _unavailable(doing: str) -> Iterator[None]:
+    """Turns NATS failures (disconnected, no answer in time) into `NotConnected`: HTTP 503, not 500."""
+    try:
+        yield
+    except (NatsError, TimeoutError) as exc:
+        raise NotConnected(f"NATS failed while {doing}: {type(exc).__name__}: {exc}") from exc
 
 
 def _view(record: Mapping[str, Any], task_id: str) -> dict[str, Any]:
@@ -108,21 +145,46 @@ class ServiceBackend:
             payload=request.payload,
             id=task_id,
             tenant=tenant,
-            idempotency_key=request.idempotency_key,
+            # The id already stands for (tenant, key): as the Nats-Msg-Id it dedups per tenant, where
+            # the bare key would drop another tenant's task that happens to use the same key.
+            idempotency_key=None,
             headers=headers,
         )
         if request.delay:
-            await schedule_task(conn, envelope, run_at=time.time() + request.delay)
+            with _unavailable("scheduling the task"):
+                await schedule_task(conn, envelope, run_at=time.time() + request.delay)
             status = "scheduled"
         else:
-            await producer.submit(envelope)
+            with _unavailable("submitting the task"):
+                result = await producer.submit(envelope)
+            if result.duplicate:
+                # The stream dropped the copy: the task accepted first keeps its record, whatever its state.
+                existing = await self._record(task_id)
+                return {"id": task_id, "status": str((existing or {}).get("status", "queued"))}
             status = "queued"
-        status_store = self.node.status
-        if status_store is not None:
-            record = {"id": task_id, "type": request.type, "tenant": tenant, "status": status, "attempt": 0}
-            record["created_at"] = envelope.created_at
-            await status_store.put_nowait(task_id, record)
+        record = {"id": task_id, "type": request.type, "tenant": tenant, "status": status, "attempt": 0}
+        record["created_at"] = envelope.created_at
+        await self._create_record(task_id, record)
         return {"id": task_id, "status": status}
+
+    async def _create_record(self, task_id: str, record: Mapping[str, Any]) -> None:
+        """Writes the task's first record, unless the task already has one.
+
+        An instance may fetch and run the task before this write lands (the stream acknowledged it
+        first): an unconditional write would then overwrite its `running` or final record with
+        `queued` for good. The write is acknowledged before the submission is answered, so a 202 means
+        any instance can read the task at once.
+        """
+        store = self.node.status
+        if store is None:
+            return
+        try:
+            await store.kv.create(task_id, orjson.dumps(dict(record)))
+        except KeyWrongLastSequenceError:
+            pass  # the engine wrote a newer record first
+        except (NatsError, TimeoutError) as exc:
+            # Accepted all the same: the engine writes the record as soon as the task runs.
+            log.warning("submit.record_not_written", task_id=task_id, error=repr(exc))
 
     async def _record(self, task_id: str) -> dict[str, Any] | None:
         cached = self._terminal.get(task_id)
@@ -131,8 +193,16 @@ class ServiceBackend:
         live = self.engine.pool.get(task_id)
         if live is not None:
             return live.to_dict()
-        store = self.node.status
-        record = None if store is None else await store.get(task_id)
+        store, conn = self.node.status, self.node.conn
+        if store is None:
+            return None
+        if conn is None or not conn.connected:
+            raise NotConnected("NATS is not connected: the task's status cannot be read now")
+        try:
+            with _unavailable("reading the task's status"):
+                record = await store.get(task_id)
+        except ValueError:
+            return None  # not a possible task id (the KV key check refused it): no such task
         if record is not None and record.get("status") in TERMINAL:
             self._terminal.set(task_id, record)
         return record
@@ -152,9 +222,11 @@ class ServiceBackend:
         store = self.node.status
         if record.get("status") not in TERMINAL and store is not None:
             try:
-                record = await store.wait(task_id, timeout=timeout)
-            except TimeoutError:
+                record = await within(store.wait(task_id), timeout)
+            except (TimeoutError, NatsError):
                 record = await self._record(task_id) or record
+            if record.get("status") in TERMINAL:
+                self._terminal.set(task_id, record)
         return _view(record, task_id)
 
     async def cancel(self, task_id: str, *, tenant: str) -> Mapping[str, Any] | None:
@@ -168,7 +240,8 @@ class ServiceBackend:
             conn = self.node.conn
             if conn is None or not conn.connected:
                 raise NotConnected("NATS is not connected: cannot broadcast the cancellation")
-            await conn.nc.publish(CANCEL_SUBJECT, task_id.encode())
+            with _unavailable("broadcasting the cancellation"):
+                await conn.nc.publish(CANCEL_SUBJECT, task_id.encode())
         return await self.wait(task_id, tenant=tenant, timeout=2.0)
 
     def on_cancel_broadcast(self, task_id: str) -> None:
@@ -178,7 +251,8 @@ class ServiceBackend:
 
     async def list_dead(self, *, tenant: str | None, limit: int) -> Sequence[Mapping[str, Any]]:
         """Dead tasks this instance saw, newest first (one tenant's, or all for the admin)."""
-        tasks = await self.engine.dead(limit)
+        with _unavailable("reading dead tasks"):
+            tasks = await self.engine.dead(limit)
         out = [t.to_dict() for t in tasks]
         return [t for t in out if tenant is None or t.get("tenant", "default") == tenant]
 

@@ -12,7 +12,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-from hulk.engine import EngineStopped, Hulk, Task, UnknownTaskType
+from hulk.engine import DuplicateTask, EngineStopped, Hulk, Task, UnknownTaskType
 from hulk.errors import QueueFull
 from hulk.messaging.engine_adapters import EngineDelivery
 from hulk.messaging.intake import NatsDelivery
@@ -20,6 +20,7 @@ from hulk.messaging.intake import NatsDelivery
 log = logging.getLogger("hulk.service")
 
 TRACE_HEADERS = ("traceparent", "tracestate")
+DUPLICATE_RETRY_DELAY = 5.0
 
 
 class CancelledIds:
@@ -85,6 +86,10 @@ class EngineIntake:
             self.engine.submit_task(task, EngineDelivery(delivery))
         except UnknownTaskType:
             self._spawn(delivery.term("unknown task type", f"UnknownTaskType: no handler named {envelope.type!r}"))
+        except DuplicateTask:
+            # A redelivery of a task still running here (its ack wait ran out during a NATS outage):
+            # the running copy settles it; asking again later loses nothing if that copy dies.
+            self._spawn(delivery.nak(DUPLICATE_RETRY_DELAY))
         except (QueueFull, EngineStopped):
             # Another instance (or this one, later) takes it; no attempt is spent on our refusal.
             self._spawn(delivery.nak(0.1))

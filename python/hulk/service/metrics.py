@@ -14,7 +14,7 @@ from hulk.observability.metrics import (
     histogram_family,
 )
 
-_OUTCOMES = ("submitted", "started", "succeeded", "failed", "retried", "dead", "cancelled", "timeouts")
+_OUTCOMES = ("submitted", "started", "succeeded", "failed", "retried", "dead", "cancelled", "timeouts", "cache_hits")
 
 
 def register_engine(metrics: Metrics, engine: Hulk) -> None:

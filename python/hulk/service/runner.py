@@ -15,10 +15,11 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from typing import Any
 
 import uvicorn
+from nats.errors import Error as NatsError
 
 from hulk._native import __version__
 from hulk.cache import Cache
@@ -34,7 +35,7 @@ from hulk.observability import LoopLagMonitor, Metrics, configure_logging, get_l
 from hulk.observability.tracing import http_span_starter
 from hulk.service import metrics as service_metrics
 from hulk.service import wiring
-from hulk.service.backend import CANCEL_SUBJECT, NotConnected, ServiceBackend
+from hulk.service.backend import CANCEL_SUBJECT, NotConnected, ServiceBackend, within
 from hulk.service.bridge import CancelledIds, EngineIntake
 
 log = get_logger("hulk.service")
@@ -86,6 +87,7 @@ class Service:
         self._serve_task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self.exit_code = 0
 
     # --- readiness --------------------------------------------------------------------------------
 
@@ -129,6 +131,7 @@ class Service:
             wiring.engine_config(s),
             store=NatsTaskStore(node.status, Task.from_dict),
             events=NatsEventSink(node.events),
+            cache=self.cache,
         )
         engine.on_dead(self._log_dead)
         await engine.start()
@@ -226,8 +229,36 @@ class Service:
             self._drain_task = asyncio.get_running_loop().create_task(self.stop(), name="hulk-drain")
 
     async def stop(self) -> None:
-        """Drains and stops every component in reverse order; safe to call once."""
+        """Drains and stops every component in reverse order; safe to call once.
+
+        Every step has a deadline and a failing step is logged and skipped, so the process always
+        gets to exit: NATS being unreachable at shutdown costs the settlements and flushes that need
+        it (unacknowledged tasks are redelivered after their ack wait; the outbox keeps the events),
+        not the shutdown. Any other failure makes the exit code 1.
+        """
         self.draining = True
+        try:
+            await self._stop_steps()
+        finally:
+            log.info("hulk.stopped", instance=self.instance_id, exit_code=self.exit_code)
+            self.stopped.set()
+
+    async def _step(self, name: str, awaitable: Awaitable[Any], timeout: float) -> Any:
+        try:
+            return await within(awaitable, timeout)
+        except (NatsError, TimeoutError, NotConnected) as exc:
+            log.warning("hulk.stop_step_incomplete", step=name, error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:
+            conn = None if self.node is None else self.node.conn
+            if conn is not None and not conn.connected:
+                # NATS is away: the client's own errors while closing a dead connection are expected.
+                log.warning("hulk.stop_step_incomplete", step=name, error=f"{type(exc).__name__}: {exc}")
+            else:
+                self.exit_code = 1
+                log.exception("hulk.stop_step_failed", step=name)
+        return None
+
+    async def _stop_steps(self) -> None:
         s = self.settings
         timeout = s.engine.drain_timeout
         log.info("hulk.draining", instance=self.instance_id, timeout_s=timeout)
@@ -237,37 +268,33 @@ class Service:
             # Stop fetching now; held deliveries settle as the engine finishes or hands them back.
             intake_drained = asyncio.get_running_loop().create_task(node.drain(timeout + 5.0))
         if engine is not None:
-            result = await engine.stop(timeout)
-            handed_back = [d for _, d in (*result.not_started, *result.interrupted) if isinstance(d, EngineDelivery)]
-            for delivery in handed_back:
-                await delivery.delivery.nak(0)
-            log.info(
-                "hulk.drained",
-                requeued=len(handed_back),
-                finished_in_time=result.finished_in_time,
-            )
+            result = await self._step("engine", engine.stop(timeout), timeout + 5.0)
+            if result is not None:
+                handed_back = [
+                    d for _, d in (*result.not_started, *result.interrupted) if isinstance(d, EngineDelivery)
+                ]
+                for delivery in handed_back:
+                    await self._step("requeue", delivery.delivery.nak(0), 5.0)
+                log.info("hulk.drained", requeued=len(handed_back), finished_in_time=result.finished_in_time)
             if isinstance(engine.events, NatsEventSink):
-                await engine.events.flush()
+                await self._step("events", engine.events.flush(), 10.0)
             if isinstance(engine.store, NatsTaskStore):
-                await engine.store.flush()
+                await self._step("status", engine.store.flush(), 10.0)
         if self.bridge is not None:
-            await self.bridge.wait()
+            await self._step("intake-settlements", self.bridge.wait(), 5.0)
         if intake_drained is not None:
-            await intake_drained
+            await self._step("intake", intake_drained, timeout + 10.0)
         if node is not None:
-            await node.stop()
+            await self._step("messaging", node.stop(), 30.0)
         if self.cache is not None:
-            await self.cache.stop()
+            await self._step("cache", self.cache.stop(), 15.0)
         if self.server is not None:
             self.server.should_exit = True
         if self._serve_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._serve_task
+            await self._step("http", self._serve_task, 10.0)
         self.lag.stop()
         if self.tracing is not None:
             self.tracing.shutdown(5.0)
-        log.info("hulk.stopped", instance=self.instance_id)
-        self.stopped.set()
 
 
 async def serve(settings: Settings) -> int:
@@ -289,7 +316,7 @@ async def serve(settings: Settings) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    return 0
+    return service.exit_code
 
 
 def run(settings: Settings) -> int:

@@ -36,6 +36,7 @@ def settings(urls: list[str]) -> ConnectionSettings:
     return ConnectionSettings(urls=tuple(urls), reconnect_base=0.05, reconnect_max=0.3, ping_interval=1.0)
 
 
+@pytest.mark.timeout(300)  # a loaded 2-core machine slows the cluster's failover
 async def test_r3_cluster_node_killed_under_load_loses_nothing(cluster: NatsCluster, tmp_path: Path) -> None:
     conn = NatsConnection(settings(cluster.urls))
     await conn.connect(timeout=20)

@@ -42,6 +42,7 @@ async def noop(payload: object) -> object:
     return payload
 
 
+@pytest.mark.timeout(300)  # bounded waits add up to ~150 s on a loaded 2-core machine
 async def test_nats_down_5s_under_load_loses_nothing(
     nats_server: NatsServer, conn: NatsConnection, tmp_path: Path
 ) -> None:

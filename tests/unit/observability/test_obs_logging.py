@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +11,7 @@ import orjson
 import pytest
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
+from tests.unit.observability.conftest import lines
 
 from hulk.observability import logging as hulk_logging
 from hulk.observability.logging import (
@@ -21,24 +21,6 @@ from hulk.observability.logging import (
     reset_logging,
     set_level,
 )
-
-
-@pytest.fixture
-def output() -> Iterator[io.BytesIO]:
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    buffer = io.BytesIO()
-    configure_logging(level="info", fmt="json", stream=buffer)
-    try:
-        yield buffer
-    finally:
-        reset_logging()
-        root.setLevel(level)
-        root.handlers[:] = handlers
-
-
-def lines(buffer: io.BytesIO) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in buffer.getvalue().splitlines()]
 
 
 def test_json_lines_have_timestamp_level_logger_event(output: io.BytesIO) -> None:

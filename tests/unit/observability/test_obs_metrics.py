@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import io
-import logging
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from hulk import __version__
 from hulk._native import Counter, Histogram
-from hulk.observability.logging import configure_logging, reset_logging
 from hulk.observability.metrics import (
     HULK_METRICS,
     Metrics,
@@ -31,20 +29,6 @@ from hulk.observability.metrics import (
     gauge_family,
     histogram_family,
 )
-
-
-@pytest.fixture
-def output() -> Iterator[io.BytesIO]:
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    buffer = io.BytesIO()
-    configure_logging(level="info", fmt="json", stream=buffer)
-    try:
-        yield buffer
-    finally:
-        reset_logging()
-        root.setLevel(level)
-        root.handlers[:] = handlers
 
 
 def families(metrics: Metrics) -> dict[str, Metric]:

@@ -6,20 +6,18 @@ import io
 import logging
 import socket
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-import orjson
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from tests.unit.observability.conftest import lines
 
 from hulk import __version__
 from hulk.config import TelemetrySettings, load_settings
 from hulk.observability import tracing
-from hulk.observability.logging import configure_logging, reset_logging
 from hulk.observability.tracing import (
     GuardedExporter,
     extract,
@@ -28,24 +26,6 @@ from hulk.observability.tracing import (
     inject,
     setup_tracing,
 )
-
-
-@pytest.fixture
-def output() -> Iterator[io.BytesIO]:
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    buffer = io.BytesIO()
-    configure_logging(level="info", fmt="json", stream=buffer)
-    try:
-        yield buffer
-    finally:
-        reset_logging()
-        root.setLevel(level)
-        root.handlers[:] = handlers
-
-
-def lines(buffer: io.BytesIO) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in buffer.getvalue().splitlines()]
 
 
 def telemetry(**env: str) -> TelemetrySettings:
