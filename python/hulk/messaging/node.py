@@ -148,11 +148,13 @@ class MessagingNode:
         )
         self.heartbeat.start()
 
-    async def start_intake(self, handler: Handler) -> None:
+    async def start_intake(self, handler: Handler, *, capacity: Callable[[], int] | None = None) -> None:
         """Starts taking tasks with `handler` (when the node was started without one).
 
         The service starts the node first, builds the engine on the node's event publisher and
-        status store, then calls this: no task is fetched before something can run it.
+        status store, then calls this: no task is fetched before something can run it. `capacity`
+        (the engine's `pool.free_slots`) caps each fetch at the workers idle right now, so an
+        auto-scaled pool is never handed more than it can start.
         """
         s = self.settings
         assert self.conn is not None, "start() first"
@@ -172,6 +174,7 @@ class MessagingNode:
             max_attempts=s.max_attempts,
             republish=self._republish,
             batch_handler=getattr(handler, "run_batch", None),
+            capacity=capacity,
         )
         await self.intake.start()
 

@@ -147,7 +147,7 @@ class Service:
             cancelled=self.cancelled,
         )
         await node.conn.nc.subscribe(CANCEL_SUBJECT, cb=self._on_cancel)
-        await node.start_intake(self.bridge)
+        await node.start_intake(self.bridge, capacity=engine.pool.free_slots)
 
         service_metrics.register_engine(self.metrics, engine)
         service_metrics.register_cache(self.metrics, self.cache)

@@ -121,9 +121,9 @@ async def test_real_engine_fed_from_nats(conn: NatsConnection, tmp_path: Path) -
     from hulk.engine import EngineConfig, Hulk
     from hulk.engine.config import BackoffPolicy
     from hulk.engine.task import Task
-    from hulk.messaging.engine_adapters import engine_handler
     from hulk.messaging.intake import Intake
     from hulk.messaging.streams import intake_consumer_config
+    from hulk.service.bridge import CancelledIds, EngineIntake
 
     pub = EventPublisher(conn, Outbox(tmp_path / "ob"))
     pub.start()
@@ -142,7 +142,7 @@ async def test_real_engine_fed_from_nats(conn: NatsConnection, tmp_path: Path) -
     await app.start()
     intake = Intake(
         conn,
-        engine_handler(app),
+        EngineIntake(app, CancelledIds()),
         slots=8,
         capacity=app.pool.free_slots,
         consumer_config=intake_consumer_config(ack_wait=5, max_deliver=5, max_ack_pending=8),
