@@ -120,7 +120,9 @@ async def _connect(target: NatsTarget) -> AsyncIterator[Client]:
         # A refused handshake (bad credentials) leaves the socket open: close it.
         with contextlib.suppress(Exception):
             await nc.close()
-        cause = errors[-1] if errors else exc
+        # A refused login may be followed by a reset on the retry: the refusal is the reason to report.
+        refusals = [e for e in errors if "authorization" in str(e).lower()]
+        cause = refusals[0] if refusals else errors[-1] if errors else exc
         reason = str(cause) or type(cause).__name__
         raise NatsUnavailable(target.label, reason) from None
     try:
