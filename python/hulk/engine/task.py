@@ -16,6 +16,7 @@ configured to fail fast). `succeeded`, `dead` and `cancelled` are terminal. Any 
 
 from __future__ import annotations
 
+import operator
 import traceback as _traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -284,8 +285,8 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (status as its string, error as a dict or None)."""
-        data = {name: getattr(self, name) for name in Task._FIELDS}
-        data["status"] = None if self.status is None else str(self.status)
+        data = dict(zip(Task._FIELDS, _read_fields(self), strict=True))
+        data["status"] = None if self.status is None else self.status.value
         data["error"] = None if self.error is None else self.error.to_dict()
         return data
 
@@ -318,3 +319,7 @@ class Task:
         copy._delivery = None
         copy._sched = None
         return copy
+
+
+# One C-level read of every public field: to_dict runs once per task on the status-store path.
+_read_fields = operator.attrgetter(*Task._FIELDS)

@@ -80,6 +80,33 @@ class _Background:
             await asyncio.wait(set(self._tasks))
 
 
+class _AckRunner:
+    """Runs acknowledgements in order, one background task per burst instead of one per message.
+
+    An ack is one publish into the client's buffer and never waits on the server, so a burst of
+    them costs one task and a loop, not a task each (the per-task `create_task` was a measurable
+    share of the worker's CPU in the end-to-end benchmark).
+    """
+
+    def __init__(self) -> None:
+        self._queue: list[Any] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    def add(self, coro: Any) -> None:
+        self._queue.append(coro)
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            for coro in batch:
+                try:
+                    await coro
+                except Exception as exc:
+                    log.warning("messaging acknowledgement failed: %r", exc)
+
+
 class NatsEventSink:
     """The engine's `EventSink` on NATS: one batched event message per kind and pool batch.
 
@@ -151,8 +178,7 @@ class NatsTaskStore:
             self._bg.spawn(self._write(records))
 
     async def _write(self, records: list[tuple[str, dict[str, Any]]]) -> None:
-        for task_id, rec in records:
-            await self._store.put_nowait(task_id, rec)
+        await self._store.put_many_nowait(records)
 
     async def get(self, task_id: str) -> Any | None:
         """The task's latest record (any instance wrote it), or None."""
@@ -191,6 +217,7 @@ class EngineDelivery:
     __slots__ = ("delivery",)
 
     _shared = _Background()
+    _acks = _AckRunner()
 
     def __init__(self, delivery: NatsDelivery) -> None:
         self.delivery = delivery
@@ -207,7 +234,7 @@ class EngineDelivery:
             text = None if error is None else f"{error.type}: {error.message}"
             self._shared.spawn(self.delivery.term("retries exhausted", text))
         else:
-            self._shared.spawn(self.delivery.ack())
+            self._acks.add(self.delivery.ack())
 
     async def in_progress(self) -> None:
         """Progress ack (the intake's loop already sends them for held deliveries)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -117,6 +117,25 @@ class NatsStatusStore:
             return
         fut = await self._conn.js.publish_async(subject, data)
         fut.add_done_callback(_consume)
+
+    async def put_many_nowait(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+        """`put_nowait` for many tasks at once, with one acknowledgement for the lot.
+
+        Goes through the event publisher's `publish_group` when one is set (outbox while NATS is
+        down), else is sent as one pipelined group whose acknowledgement nobody awaits.
+        """
+        messages = [
+            (self._prefix + _check_key(task_id), orjson.dumps(rec if type(rec) is dict else dict(rec)))
+            for task_id, rec in records
+        ]
+        if not messages:
+            return
+        if self.publisher is not None:
+            await self.publisher.publish_group(messages)
+            return
+        nc = self._conn.nc
+        for subject, data in messages:
+            await nc.publish(subject, data)
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         """The task's record, or None when unknown or expired."""

@@ -6,6 +6,18 @@ subscribes one wildcard inbox, gives each publish a short reply token, parses ac
 orjson and fails a future with `PublishError` (carrying the server's `err_code`) or, after
 `timeout`, with `TimeoutError` (one sweep for all, not a timer per publish). The inbox
 subscription survives reconnects (nats-py restores subscriptions).
+
+`publish_group` coalesces acknowledgements: the messages of a group, all bound to one stream, go
+out back to back and only the last asks for an acknowledgement. The server stores the messages of
+one connection to one stream in the order they arrive, so the last one stored means the group is
+stored; if that acknowledgement fails or never comes, the caller treats the whole group as not
+stored (re-sending a KV record or a deduplicated event is harmless). The one case this cannot see
+is the stream refusing an earlier message while storing the last (a byte limit reached mid-group),
+which is why groups are used only for the status bucket, which has no such limit.
+
+Room for in-flight messages is a counter and one event with hysteresis (waiters are woken when a
+quarter of the window is free), not an `asyncio.Semaphore`: CPython 3.11's `Semaphore.acquire`
+scans every waiter, which turns a saturated window quadratic.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -53,8 +66,13 @@ class AckPipeline:
     def __init__(self, conn: NatsConnection, *, timeout: float = 5.0, max_pending: int = 4096) -> None:
         self._conn = conn
         self.timeout = timeout
-        self._room = asyncio.Semaphore(max_pending)
-        self._pending: dict[str, tuple[asyncio.Future[dict[str, Any]], float]] = {}
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be >= 1, got {max_pending}")
+        self.max_pending = max_pending
+        self._in_flight = 0  # messages sent and not yet settled (a group counts all its messages)
+        self._room = asyncio.Event()
+        self._room.set()
+        self._pending: dict[str, tuple[asyncio.Future[dict[str, Any]], float, int]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._prefix = ""
@@ -76,6 +94,22 @@ class AckPipeline:
         self._sub = await nc.subscribe(self._prefix + "*", cb=self._on_reply)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="hulk-publish-sweep")
 
+    async def _reserve(self, n: int) -> None:
+        # A group larger than the whole window still goes out, alone.
+        n = min(n, self.max_pending)
+        while self._in_flight + n > self.max_pending:
+            self._room.clear()
+            await self._room.wait()
+
+    def _track(self, n: int) -> tuple[str, asyncio.Future[dict[str, Any]]]:
+        self._n += 1
+        token = format(self._n, "x")
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[token] = (fut, time.monotonic() + self.timeout, n)
+        self._in_flight += n
+        self._idle.clear()
+        return token, fut
+
     async def publish(
         self, subject: str, payload: bytes, headers: dict[str, str] | None = None
     ) -> asyncio.Future[dict[str, Any]]:
@@ -86,14 +120,39 @@ class AckPipeline:
         """
         if self._sub is None:
             await self.start()
-        await self._room.acquire()
-        self._n += 1
-        token = format(self._n, "x")
-        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending[token] = (fut, time.monotonic() + self.timeout)
-        self._idle.clear()
+        await self._reserve(1)
+        token, fut = self._track(1)
         try:
             await self._conn.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            self._finish(token)
+            raise
+        return fut
+
+    async def publish_group(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]]
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Sends `(subject, payload, headers)` messages bound to one stream; one acknowledgement for all.
+
+        Returns the future of the last message's acknowledgement: resolved means every message of
+        the group is stored (see the module docstring for the one exception).
+
+        Raises:
+            ValueError: `messages` is empty.
+            nats.errors.Error: the group could not be sent (connection closed...).
+        """
+        if not messages:
+            raise ValueError("publish_group needs at least one message")
+        if self._sub is None:
+            await self.start()
+        await self._reserve(len(messages))
+        token, fut = self._track(len(messages))
+        publish = self._conn.nc.publish
+        try:
+            for subject, payload, headers in messages[:-1]:
+                await publish(subject, payload, headers=headers)
+            subject, payload, headers = messages[-1]
+            await publish(subject, payload, reply=self._prefix + token, headers=headers)
         except BaseException:
             self._finish(token)
             raise
@@ -103,8 +162,12 @@ class AckPipeline:
         entry = self._pending.pop(token, None)
         if entry is None:
             return None
-        self._room.release()
+        self._in_flight -= entry[2]
+        if not self._room.is_set() and self._in_flight <= self.max_pending - max(1, self.max_pending // 4):
+            self._room.set()
         if not self._pending:
+            self._in_flight = 0
+            self._room.set()
             self._idle.set()
         return entry[0]
 
@@ -132,7 +195,7 @@ class AckPipeline:
     def sweep(self, now: float | None = None) -> int:
         """Fails the publishes whose acknowledgement is overdue; returns how many."""
         now = time.monotonic() if now is None else now
-        overdue = [token for token, (_, deadline) in self._pending.items() if deadline <= now]
+        overdue = [token for token, (_, deadline, _n) in self._pending.items() if deadline <= now]
         for token in overdue:
             fut = self._finish(token)
             if fut is not None and not fut.done():

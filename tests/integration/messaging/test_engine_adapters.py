@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from hulk.messaging.connection import NatsConnection
 from hulk.messaging.engine_adapters import EngineDelivery, NatsEventSink, NatsTaskStore, event_kind_of
@@ -171,3 +172,49 @@ async def test_real_engine_fed_from_nats(conn: NatsConnection, tmp_path: Path) -
         await intake.stop()
         await app.stop()
         await pub.close()
+
+
+async def test_status_records_go_out_as_one_acknowledged_group(conn: NatsConnection, tmp_path: Path) -> None:
+    pub = EventPublisher(conn, Outbox(tmp_path / "ob"))
+    pub.start()
+    kv = NatsStatusStore(conn, ttl=60, publisher=pub)
+    await kv.start()
+    await kv.put_many_nowait([(f"g{i}", {"status": "succeeded", "i": i}) for i in range(300)])
+    await kv.put_many_nowait([])
+    await pub.flush()
+    assert (pub.published, pub.outboxed) == (300, 0)
+    for i in (0, 150, 299):
+        assert await kv.get(f"g{i}") == {"status": "succeeded", "i": i}
+    await pub.close()
+
+
+async def test_group_acknowledgement_failure_fails_the_group(conn: NatsConnection) -> None:
+    from hulk.messaging.pipeline import AckPipeline, PublishError
+
+    pipe = AckPipeline(conn, timeout=5.0, max_pending=4)
+    kv = NatsStatusStore(conn, ttl=60)
+    await kv.start()
+    # Larger than the whole window: goes out alone, and the window is free again once it settles.
+    stored = await pipe.publish_group([(f"$KV.hulk_status.w{i}", b"{}", None) for i in range(10)])
+    assert (await stored)["stream"] == "KV_hulk_status"
+    assert pipe.pending == 0
+    # The last message has no stream: the group's one acknowledgement fails, so the caller re-sends all.
+    failed = await pipe.publish_group([("$KV.hulk_status.x1", b"{}", None), ("no.stream.here", b"{}", None)])
+    with pytest.raises(PublishError):
+        await failed
+    with pytest.raises(ValueError, match="at least one"):
+        await pipe.publish_group([])
+    await pipe.close()
+
+
+async def test_pipeline_window_waits_for_room(conn: NatsConnection) -> None:
+    from hulk.messaging.pipeline import AckPipeline
+
+    pipe = AckPipeline(conn, timeout=5.0, max_pending=8)
+    kv = NatsStatusStore(conn, ttl=60)
+    await kv.start()
+    futs = [await pipe.publish(f"$KV.hulk_status.r{i}", b"{}") for i in range(100)]
+    assert pipe.pending <= 8
+    assert {(await f)["stream"] for f in futs} == {"KV_hulk_status"}
+    await pipe.wait_idle()
+    await pipe.close()

@@ -103,8 +103,9 @@ async def test_pipeline_reply_handling() -> None:
     for token in ("1", "2", "3", "4"):
         fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         futs[token] = fut
-        pipe._pending[token] = (fut, 10.0 if token != "4" else 0.0)
-        await pipe._room.acquire()
+        await pipe._reserve(1)
+        pipe._pending[token] = (fut, 10.0 if token != "4" else 0.0, 1)
+        pipe._in_flight += 1
     pipe._idle.clear()
     await pipe._on_reply(_FakeMsg("_INBOX.p.1", orjson.dumps({"stream": "S", "seq": 5})))  # type: ignore[arg-type]
     await pipe._on_reply(
