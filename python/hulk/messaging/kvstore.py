@@ -20,11 +20,15 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from hulk.messaging.connection import NatsConnection
+from hulk.messaging.pipeline import AckPipeline
 
 if TYPE_CHECKING:
     from hulk.messaging.publisher import EventPublisher
 
-__all__ = ["TERMINAL_STATUSES", "NatsStatusStore"]
+__all__ = ["TERMINAL_STATUSES", "WRONG_LAST_SEQUENCE", "NatsStatusStore"]
+
+WRONG_LAST_SEQUENCE = 10071
+"""JetStream's err_code for a create whose key already has a record."""
 
 TERMINAL_STATUSES = frozenset({"succeeded", "dead", "cancelled", "failed"})
 """Statuses after which a task changes no more (`wait` returns on them)."""
@@ -76,6 +80,7 @@ class NatsStatusStore:
         self.publisher = publisher
         self._kv: KeyValue | None = None
         self._prefix = f"$KV.{bucket}."
+        self._creates: AckPipeline | None = None
 
     async def start(self) -> None:
         """Binds to the bucket, creating it when missing (idempotent)."""
@@ -117,6 +122,27 @@ class NatsStatusStore:
             return
         fut = await self._conn.js.publish_async(subject, data)
         fut.add_done_callback(_consume)
+
+    async def create_nowait(self, task_id: str, record: Mapping[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        """Sends a create of the task's first record (stored only if the key has none); returns its ack.
+
+        Pipelined: the caller can send other messages before it awaits the future. The future fails
+        with `PublishError` and `err_code` `WRONG_LAST_SEQUENCE` when the key already has a record.
+
+        Raises:
+            ValueError: `task_id` is not a valid key.
+            nats.errors.Error: not connected.
+        """
+        if self._creates is None:
+            self._creates = AckPipeline(self._conn)
+        subject, data = self._prefix + _check_key(task_id), orjson.dumps(dict(record))
+        return await self._creates.publish(subject, data, {"Nats-Expected-Last-Subject-Sequence": "0"})
+
+    async def close(self) -> None:
+        """Stops the create pipeline (pending creates fail with TimeoutError)."""
+        if self._creates is not None:
+            await self._creates.close()
+            self._creates = None
 
     async def put_many_nowait(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
         """`put_nowait` for many tasks at once, with one acknowledgement for the lot.

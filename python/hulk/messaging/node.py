@@ -219,6 +219,8 @@ class MessagingNode:
             await self.intake.stop()
         if self.scheduler is not None:
             await self.scheduler.stop()
+        if self.status is not None:
+            await self.status.close()
         if self.events is not None:
             await self.events.close()
         if self.outbox is not None:

@@ -18,14 +18,15 @@ from typing import Any, TypeVar
 
 import orjson
 from nats.errors import Error as NatsError
-from nats.js.errors import KeyWrongLastSequenceError
 
 from hulk._native import L1Cache, __version__
 from hulk.engine import Hulk, PayloadError, UnknownTaskType
 from hulk.errors import HulkError
 from hulk.http.models import SubmitTask
 from hulk.messaging.envelope import TaskEnvelope
+from hulk.messaging.kvstore import WRONG_LAST_SEQUENCE
 from hulk.messaging.node import MessagingNode
+from hulk.messaging.pipeline import PublishError
 from hulk.messaging.scheduler import schedule_task
 from hulk.observability import get_logger, set_level
 from hulk.service.bridge import CancelledIds
@@ -150,41 +151,71 @@ class ServiceBackend:
             idempotency_key=None,
             headers=headers,
         )
+        record = {"id": task_id, "type": request.type, "tenant": tenant, "attempt": 0}
+        record["created_at"] = envelope.created_at
         if request.delay:
             with _unavailable("scheduling the task"):
                 await schedule_task(conn, envelope, run_at=time.time() + request.delay)
-            status = "scheduled"
-        else:
+            record["status"] = "scheduled"
+            await self._settle_record(task_id, await self._send_record(task_id, record))
+            return {"id": task_id, "status": "scheduled"}
+        # The first record and the task go out back to back and their acknowledgements are awaited
+        # together: one round trip per submission, not two.
+        record["status"] = "queued"
+        created = await self._send_record(task_id, record)
+        try:
             with _unavailable("submitting the task"):
                 result = await producer.submit(envelope)
-            if result.duplicate:
-                # The stream dropped the copy: the task accepted first keeps its record, whatever its state.
-                existing = await self._record(task_id)
-                return {"id": task_id, "status": str((existing or {}).get("status", "queued"))}
-            status = "queued"
-        record = {"id": task_id, "type": request.type, "tenant": tenant, "status": status, "attempt": 0}
-        record["created_at"] = envelope.created_at
-        await self._create_record(task_id, record)
-        return {"id": task_id, "status": status}
+        except BaseException:
+            await self._undo_record(task_id, created)
+            raise
+        stored = await self._settle_record(task_id, created)
+        if result.duplicate:
+            # The stream dropped the copy: the task accepted first keeps its record, whatever its state.
+            existing = None if stored else await self._record(task_id)
+            return {"id": task_id, "status": str((existing or {}).get("status", "queued"))}
+        return {"id": task_id, "status": "queued"}
 
-    async def _create_record(self, task_id: str, record: Mapping[str, Any]) -> None:
-        """Writes the task's first record, unless the task already has one.
+    async def _send_record(self, task_id: str, record: Mapping[str, Any]) -> asyncio.Future[dict[str, Any]] | None:
+        """Sends the task's first record as a create: stored only if the task has no record yet.
 
-        An instance may fetch and run the task before this write lands (the stream acknowledged it
-        first): an unconditional write would then overwrite its `running` or final record with
-        `queued` for good. The write is acknowledged before the submission is answered, so a 202 means
-        any instance can read the task at once.
+        An instance may fetch and run the task before this write lands: an unconditional write could
+        then overwrite its `running` or final record with `queued` for good. The create is acknowledged
+        before the submission is answered, so a 202 means any instance can read the task at once.
         """
         store = self.node.status
         if store is None:
-            return
+            return None
         try:
-            await store.kv.create(task_id, orjson.dumps(dict(record)))
-        except KeyWrongLastSequenceError:
-            pass  # the engine wrote a newer record first
-        except (NatsError, TimeoutError) as exc:
+            return await store.create_nowait(task_id, record)
+        except NatsError as exc:
+            log.warning("submit.record_not_written", task_id=task_id, error=repr(exc))
+            return None
+
+    async def _settle_record(self, task_id: str, created: asyncio.Future[dict[str, Any]] | None) -> bool:
+        """Waits for the create; True when this submission's record was stored."""
+        if created is None:
+            return False
+        try:
+            await created
+        except PublishError as exc:
+            if exc.err_code != WRONG_LAST_SEQUENCE:
+                log.warning("submit.record_not_written", task_id=task_id, error=repr(exc))
+            return False  # on WRONG_LAST_SEQUENCE the task already has a record (a duplicate, or ran already)
+        except TimeoutError as exc:
             # Accepted all the same: the engine writes the record as soon as the task runs.
             log.warning("submit.record_not_written", task_id=task_id, error=repr(exc))
+            return False
+        return True
+
+    async def _undo_record(self, task_id: str, created: asyncio.Future[dict[str, Any]] | None) -> None:
+        """The task was not accepted: removes the first record this submission stored, if it did."""
+        if not await self._settle_record(task_id, created) or self.node.status is None:
+            return
+        try:
+            await self.node.status.delete(task_id)
+        except Exception as exc:
+            log.warning("submit.record_not_removed", task_id=task_id, error=repr(exc))
 
     async def _record(self, task_id: str) -> dict[str, Any] | None:
         cached = self._terminal.get(task_id)

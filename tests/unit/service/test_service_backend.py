@@ -16,11 +16,12 @@ import orjson
 import pytest
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import KeyWrongLastSequenceError
 
 from hulk.engine import EngineConfig, Hulk, PayloadError, UnknownTaskType
 from hulk.http.models import SubmitTask
+from hulk.messaging.kvstore import WRONG_LAST_SEQUENCE
 from hulk.messaging.node import MessagingNode
+from hulk.messaging.pipeline import PublishError
 from hulk.messaging.publisher import SubmitResult
 from hulk.observability import get_level, set_level
 from hulk.service.backend import NotConnected, ServiceBackend, _unavailable, task_id_for, within
@@ -29,25 +30,28 @@ from hulk.service.bridge import CancelledIds
 _KEY = re.compile(r"^[-/_=.a-zA-Z0-9]+$")
 
 
-class FakeKV:
-    def __init__(self, records: dict[str, dict[str, Any]]) -> None:
-        self.records = records
-
-    async def create(self, key: str, value: bytes) -> int:
-        if key in self.records:
-            raise KeyWrongLastSequenceError("wrong last sequence: 1")
-        self.records[key] = orjson.loads(value)
-        return len(self.records)
-
-
 class FakeStatus:
     bucket = "hulk_status"
 
     def __init__(self) -> None:
         self.records: dict[str, dict[str, Any]] = {}
-        self.kv = FakeKV(self.records)
         self.fail: Exception | None = None
+        self.create_fail: Exception | None = None
         self.changed = asyncio.Event()
+
+    async def create_nowait(self, task_id: str, record: dict[str, Any]) -> asyncio.Future[dict[str, Any]]:
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if self.create_fail is not None:
+            fut.set_exception(self.create_fail)
+        elif task_id in self.records:
+            fut.set_exception(PublishError(400, WRONG_LAST_SEQUENCE, "wrong last sequence: 1"))
+        else:
+            self.records[task_id] = orjson.loads(orjson.dumps(record))
+            fut.set_result({"stream": "KV_hulk_status", "seq": len(self.records)})
+        return fut
+
+    async def delete(self, task_id: str) -> None:
+        self.records.pop(task_id)
 
     def put(self, task_id: str, record: dict[str, Any]) -> None:
         """A write by the engine, on any instance."""
@@ -87,11 +91,13 @@ class FakeConn:
 class FakeProducer:
     def __init__(self) -> None:
         self.seen: list[str] = []
+        self.envelopes: list[Any] = []
         self.fail: Exception | None = None
 
     async def submit(self, envelope: Any) -> SubmitResult:
         if self.fail is not None:
             raise self.fail
+        self.envelopes.append(envelope)
         duplicate = envelope.msg_id in self.seen
         self.seen.append(envelope.msg_id)
         return SubmitResult(envelope.id, len(self.seen), duplicate)
@@ -242,12 +248,25 @@ async def test_the_same_key_in_two_tenants_is_two_messages(h: Harness) -> None:
 
 
 async def test_a_lost_first_record_does_not_refuse_the_task(h: Harness) -> None:
-    async def failing_create(key: str, value: bytes) -> int:
-        raise NatsTimeout()
+    for failure in (TimeoutError("no ack"), PublishError(503, 10077, "full")):
+        h.node.status.create_fail = failure
+        accepted = await h.backend.submit(SubmitTask(type="echo"), tenant="t", traceparent=None)
+        assert accepted["status"] == "queued"
+        assert str(accepted["id"]) in [e.id for e in h.node.producer.envelopes]
 
-    h.node.status.kv.create = failing_create  # type: ignore[method-assign]
-    accepted = await h.backend.submit(SubmitTask(type="echo"), tenant="t", traceparent=None)
-    assert accepted["status"] == "queued"
+
+async def test_a_refused_task_leaves_no_record(h: Harness) -> None:
+    h.node.producer.fail = NatsTimeout()
+    with pytest.raises(NotConnected, match="submitting the task"):
+        await h.backend.submit(SubmitTask(type="echo", idempotency_key="k1"), tenant="t", traceparent=None)
+    assert h.node.status.records == {}
+    # A refused duplicate must not remove the record of the task accepted first.
+    h.node.producer.fail = None
+    first = await h.backend.submit(SubmitTask(type="echo", idempotency_key="k1"), tenant="t", traceparent=None)
+    h.node.producer.fail = NatsTimeout()
+    with pytest.raises(NotConnected):
+        await h.backend.submit(SubmitTask(type="echo", idempotency_key="k1"), tenant="t", traceparent=None)
+    assert h.node.status.records[str(first["id"])]["status"] == "queued"
 
 
 # --- reads ------------------------------------------------------------------------------------------
