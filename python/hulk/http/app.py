@@ -15,24 +15,17 @@ from typing import Any
 import msgspec
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from hulk.config import parse_duration
 from hulk.errors import HulkError
 from hulk.http.backend import TaskBackend
 from hulk.http.errors import status_for
-from hulk.http.middleware import (
-    BodyLimitMiddleware,
-    ErrorRecoveryMiddleware,
-    HttpMetrics,
-    RequestContextMiddleware,
-    SpanStarter,
-    TimeoutMiddleware,
-    TracingMiddleware,
-    request_id,
-)
+from hulk.http.middleware import HttpMetrics, PlatformMiddleware, SpanStarter, request_id
 from hulk.http.models import BatchAccepted, BatchItem, LogLevel, SubmitBatch, SubmitTask, TaskAccepted
 from hulk.http.openapi import openapi_document
 from hulk.http.responses import JSONResponse, error_response
@@ -308,6 +301,22 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return error_response(405, "method_not_allowed", message, request_id=request_id(request.scope))
 
 
+class _PlatformApp(Starlette):
+    """Starlette without its outer `ServerErrorMiddleware`.
+
+    `PlatformMiddleware` already answers every error with a 500 carrying the request id, so
+    Starlette's own error layer never answered anything and only cost a `send` wrapper per request.
+    """
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Our middleware, then the exception handlers (404, 405), then the router."""
+        handlers = {key: value for key, value in self.exception_handlers.items() if key not in (500, Exception)}
+        app: ASGIApp = ExceptionMiddleware(self.router, handlers=handlers, debug=self.debug)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return app
+
+
 def create_app(
     backend: TaskBackend,
     options: HttpOptions | None = None,
@@ -354,16 +363,15 @@ def create_app(
         Route("/v1/admin/drain", g(api.drain), methods=["POST"]),
     ]
     middleware = [
-        Middleware(RequestContextMiddleware, metrics=http_metrics or HttpMetrics()),
-        Middleware(ErrorRecoveryMiddleware),
-        Middleware(BodyLimitMiddleware, limit=opts.body_limit),
-        Middleware(TimeoutMiddleware, timeout=opts.request_timeout),
+        Middleware(
+            PlatformMiddleware,
+            metrics=http_metrics or HttpMetrics(),
+            body_limit=opts.body_limit,
+            timeout=opts.request_timeout,
+            start_span=start_span,
+        )
     ]
-    if start_span is not None:
-        # Outermost, so the span covers the access log line and error logs (they carry its trace and
-        # span ids) and records the status of answers made by the middlewares too (413, 504, 500).
-        middleware.insert(0, Middleware(TracingMiddleware, start_span=start_span))
-    app = Starlette(
+    app = _PlatformApp(
         routes=routes,
         middleware=middleware,
         exception_handlers={404: _not_found, 405: _not_allowed},
