@@ -79,6 +79,8 @@ def _decode(request_body: bytes, model: type[Any]) -> Any:
 
 
 def _wait_param(request: Request) -> float | None:
+    if not request.scope.get("query_string"):
+        return None  # most submissions: skip building the query parameters
     raw = request.query_params.get("wait")
     if raw is None:
         return None

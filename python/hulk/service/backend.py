@@ -20,7 +20,7 @@ import orjson
 from nats.errors import Error as NatsError
 
 from hulk._native import L1Cache, __version__
-from hulk.engine import Hulk, PayloadError, UnknownTaskType
+from hulk.engine import Hulk, IdGenerator, PayloadError, UnknownTaskType
 from hulk.errors import HulkError
 from hulk.http.models import SubmitTask
 from hulk.messaging.envelope import TaskEnvelope
@@ -33,6 +33,8 @@ from hulk.service.bridge import CancelledIds
 
 CANCEL_SUBJECT = "hulk.control.cancel"
 TERMINAL = frozenset({"succeeded", "dead", "cancelled"})
+# Sortable UUIDv7 ids, like the engine's own (the intake keeps them when it runs the task).
+_new_id = IdGenerator()
 _IDEMPOTENCY_NS = uuid.UUID("5b1b3a8e-8f1e-4c55-9d7b-6c2f0d1e4a90")
 log = get_logger("hulk.service")
 T = TypeVar("T")
@@ -49,7 +51,7 @@ def task_id_for(tenant: str, idempotency_key: str | None) -> str:
     duplicate window, still answers with the id of the task that was accepted.
     """
     if idempotency_key is None:
-        return uuid.uuid4().hex
+        return _new_id()
     return uuid.uuid5(_IDEMPOTENCY_NS, f"{tenant}\x00{idempotency_key}").hex
 
 

@@ -178,6 +178,10 @@ def test_task_ids() -> None:
     assert task_id_for("a", "k") != task_id_for("b", "k")
     assert task_id_for("a", None) != task_id_for("a", None)
     assert re.fullmatch(r"[0-9a-f]{32}", task_id_for("a", "k"))
+    # Without a key: sortable UUIDv7 strings, like the engine's ids.
+    first, second = task_id_for("a", None), task_id_for("a", None)
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", first)
+    assert first < second
 
 
 async def test_within_returns_the_result_or_times_out() -> None:
