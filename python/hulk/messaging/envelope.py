@@ -67,6 +67,20 @@ class PoisonMessage(ValueError):
     """A message on an intake subject that is not a task hulk can read."""
 
 
+def _check_options(timeout: object, max_retries: object, priority: object) -> None:
+    """Refuses task options no engine could apply (a message carrying them is poison)."""
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 86400
+    ):
+        raise ValueError(f"timeout must be a number of seconds in (0, 86400], got {timeout!r}")
+    if max_retries is not None and (
+        isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0
+    ):
+        raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise ValueError(f"priority must be an integer from 0 to 9, got {priority!r}")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TaskEnvelope:
     """A task as it travels on NATS.
@@ -80,6 +94,9 @@ class TaskEnvelope:
         created_at: wall-clock seconds of creation.
         attempt_offset: attempts already spent by earlier copies of this task.
         headers: extra headers carried as they are (e.g. a traceparent received with the task).
+        timeout: seconds an attempt may run (None: the task type's).
+        max_retries: retries after the first attempt (None: the task type's).
+        priority: 0-9, recorded with the task (the intake runs tasks in stream order).
 
     """
 
@@ -91,9 +108,13 @@ class TaskEnvelope:
     created_at: float = field(default_factory=time.time)
     attempt_offset: int = 0
     headers: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    max_retries: int | None = None
+    priority: int = 0
 
     def __post_init__(self) -> None:
         validate_task_type(self.type)
+        _check_options(self.timeout, self.max_retries, self.priority)
 
     @property
     def msg_id(self) -> str:
@@ -102,15 +123,7 @@ class TaskEnvelope:
 
     def body(self) -> bytes:
         """The JSON body."""
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "type": self.type,
-                "tenant": self.tenant,
-                "payload": self.payload,
-                "created_at": self.created_at,
-            }
-        )
+        return orjson.dumps(self.body_dict())
 
     def to_headers(self, *, trace: bool = True) -> dict[str, str]:
         """The headers of a publish (with the current trace context when `trace`)."""
@@ -175,19 +188,29 @@ class TaskEnvelope:
                 created_at=float(body.get("created_at") or 0.0),
                 attempt_offset=offset,
                 headers=_trace_headers(hdrs),
+                timeout=body.get("timeout"),
+                max_retries=body.get("max_retries"),
+                priority=body.get("priority", 0),
             )
         except ValueError as exc:
             raise PoisonMessage(str(exc)) from None
 
     def body_dict(self) -> dict[str, Any]:
-        """The JSON body as a dict (an item of a batch body)."""
-        return {
+        """The JSON body as a dict (an item of a batch body); options only when set."""
+        body = {
             "id": self.id,
             "type": self.type,
             "tenant": self.tenant,
             "payload": self.payload,
             "created_at": self.created_at,
         }
+        if self.timeout is not None:
+            body["timeout"] = self.timeout
+        if self.max_retries is not None:
+            body["max_retries"] = self.max_retries
+        if self.priority:
+            body["priority"] = self.priority
+        return body
 
 
 def batch_body(tasks: list[TaskEnvelope]) -> bytes:

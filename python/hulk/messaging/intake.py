@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -151,16 +152,7 @@ class NatsDelivery:
         republish = self._intake.republish
         assert republish is not None
         t = self.task
-        copy = TaskEnvelope(
-            type=t.type,
-            payload=t.payload,
-            id=t.id,
-            tenant=t.tenant,
-            idempotency_key=f"{t.msg_id}:a{spent}:d{self.deliveries}",
-            created_at=t.created_at,
-            attempt_offset=spent,
-            headers=t.headers,
-        )
+        copy = dataclasses.replace(t, idempotency_key=f"{t.msg_id}:a{spent}:d{self.deliveries}", attempt_offset=spent)
         try:
             await republish(copy, delay)
         except Exception:
@@ -244,16 +236,7 @@ class BatchItemDelivery(NatsDelivery):
 
     async def _again(self, delay: float, spent: int) -> None:
         t = self.task
-        copy = TaskEnvelope(
-            type=t.type,
-            payload=t.payload,
-            id=t.id,
-            tenant=t.tenant,
-            idempotency_key=f"{t.id}:a{spent}:d{self.deliveries}",
-            created_at=t.created_at,
-            attempt_offset=spent,
-            headers=t.headers,
-        )
+        copy = dataclasses.replace(t, idempotency_key=f"{t.id}:a{spent}:d{self.deliveries}", attempt_offset=spent)
         intake = self._intake
         if intake.republish is not None:
             await intake.republish(copy, delay)

@@ -152,9 +152,16 @@ class ServiceBackend:
             # the bare key would drop another tenant's task that happens to use the same key.
             idempotency_key=None,
             headers=headers,
+            timeout=request.timeout,
+            max_retries=request.max_retries,
+            priority=request.priority,
         )
-        record = {"id": task_id, "type": request.type, "tenant": tenant, "attempt": 0}
+        record = {"id": task_id, "type": request.type, "tenant": tenant, "attempt": 0, "priority": request.priority}
         record["created_at"] = envelope.created_at
+        if request.timeout is not None:
+            record["timeout"] = request.timeout
+        if request.max_retries is not None:
+            record["max_retries"] = request.max_retries
         if request.delay:
             with _unavailable("scheduling the task"):
                 await schedule_task(conn, envelope, run_at=time.time() + request.delay)

@@ -79,6 +79,10 @@ class EngineIntake:
             idempotency_key=envelope.idempotency_key,
             trace=trace,
             created_at=envelope.created_at,
+            # None leaves the task type's own timeout and retries to the pool.
+            timeout=envelope.timeout,
+            max_retries=envelope.max_retries,
+            priority=envelope.priority,
         )
         # The pool counts the attempt it starts; earlier deliveries (crashes, naks) already spent some.
         task.attempt = delivery.attempt - 1

@@ -112,6 +112,21 @@ def test_every_fast_task_ends_succeeded(client: httpx.Client) -> None:
     assert [(v["status"], v["result"]) for v in views] == [("succeeded", i) for i in range(100)]
 
 
+def test_per_task_timeout_retries_and_priority_reach_the_engine(client: httpx.Client) -> None:
+    body = {"type": "sleep", "payload": {"ms": 3000}, "timeout": 0.2, "max_retries": 0, "priority": 7}
+    accepted = submit(client, body)
+    assert accepted.status_code == 202
+    task_id = accepted.json()["id"]
+    first = client.get(f"/v1/tasks/{task_id}").json()
+    assert (first["priority"], first["timeout"], first["max_retries"]) == (7, 0.2, 0)
+    view = client.get(f"/v1/tasks/{task_id}", params={"wait": "20s"}).json()
+    # The sleep type's own timeout is far longer: only the submitted 0.2 s can have stopped it, and
+    # with max_retries 0 the first timed-out attempt is the last.
+    assert (view["status"], view["attempt"], view["priority"]) == ("dead", 1, 7)
+    assert "imeout" in view["error"]["type"]
+    assert (view["timeout"], view["max_retries"]) == (0.2, 0)
+
+
 def test_idempotency_key_gives_one_task(client: httpx.Client) -> None:
     body = {"type": "echo", "payload": "once", "idempotency_key": f"k-{uuid.uuid4()}"}
     first = submit(client, body, params={"wait": "10s"})

@@ -120,3 +120,27 @@ async def test_pipeline_reply_handling() -> None:
     assert isinstance(futs["4"].exception(), TimeoutError)
     assert pipe.pending == 0
     await asyncio.wait_for(pipe.wait_idle(), 1)
+
+
+def test_envelope_carries_task_options() -> None:
+    from hulk.messaging.envelope import PoisonMessage, TaskEnvelope
+
+    plain = TaskEnvelope(type="echo", payload=1, id="a1")
+    assert set(orjson.loads(plain.body())) == {"id", "type", "tenant", "payload", "created_at"}
+    tuned = TaskEnvelope(type="echo", payload=1, id="a2", timeout=1.5, max_retries=0, priority=9)
+    back = TaskEnvelope.decode(tuned.body(), tuned.to_headers(trace=False))
+    assert (back.timeout, back.max_retries, back.priority) == (1.5, 0, 9)
+    for bad, what in (
+        ({"timeout": "1s"}, "timeout"),
+        ({"timeout": 0}, "timeout"),
+        ({"timeout": True}, "timeout"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"max_retries": 1.5}, "max_retries"),
+        ({"priority": 10}, "priority"),
+        ({"priority": "high"}, "priority"),
+    ):
+        body = orjson.dumps({"id": "p1", "type": "echo", **bad})
+        with pytest.raises(PoisonMessage, match=what):
+            TaskEnvelope.decode(body, None)
+    with pytest.raises(ValueError, match="priority"):
+        TaskEnvelope(type="echo", priority=-1)
