@@ -108,19 +108,29 @@ class _AckRunner:
 
 
 class NatsEventSink:
-    """The engine's `EventSink` on NATS: one batched event message per kind and pool batch.
+    """The engine's `EventSink` on NATS: one batched event message per kind, every `linger` seconds.
+
+    The pool hands over its transitions once per event-loop turn; under a trickle of tasks that is
+    one transition per turn, so the sink lingers a moment and sends what gathered as one message
+    per kind: a few publishes for a burst of tasks instead of three per task.
 
     Args:
         publisher: the durable event publisher.
+        linger: seconds events may wait to be batched (0: one message per kind and pool batch).
     """
 
-    def __init__(self, publisher: EventPublisher) -> None:
+    def __init__(self, publisher: EventPublisher, *, linger: float = 0.005) -> None:
+        if linger < 0:
+            raise ValueError(f"linger must be >= 0 seconds, got {linger}")
         self._publisher = publisher
         self._bg = _Background()
+        self.linger = linger
+        self._pending: dict[str, list[dict[str, Any]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     def publish(self, events: Sequence[tuple[Any, Any, Any, float]]) -> None:
         """Takes one batch of transitions; publishes them in the background, in order."""
-        by_kind: dict[str, list[dict[str, Any]]] = {}
+        by_kind = self._pending
         for task, previous, status, at in events:
             kind = event_kind_of(previous, status)
             event: dict[str, Any] = {
@@ -133,8 +143,22 @@ class NatsEventSink:
             error = getattr(task, "error", None)
             if error is not None and kind in ("retrying", "failed"):
                 event["error"] = f"{error.type}: {error.message}"
-            by_kind.setdefault(kind, []).append(event)
-        if by_kind:
+            batch = by_kind.get(kind)
+            if batch is None:
+                by_kind[kind] = [event]
+            else:
+                batch.append(event)
+        if not by_kind:
+            return
+        if self.linger == 0:
+            self._send_pending()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.linger, self._send_pending)
+
+    def _send_pending(self) -> None:
+        self._timer = None
+        if self._pending:
+            by_kind, self._pending = self._pending, {}
             self._bg.spawn(self._send(by_kind))
 
     async def _send(self, by_kind: dict[str, list[dict[str, Any]]]) -> None:
@@ -142,38 +166,77 @@ class NatsEventSink:
             await self._publisher.emit_batch(kind, batch)
 
     async def flush(self) -> None:
-        """Waits until every batch handed over so far is published (or in the outbox)."""
+        """Sends what is lingering now and waits until every batch is published (or in the outbox)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._send_pending()
         await self._bg.wait()
 
 
 class NatsTaskStore:
     """The engine's `StatusStore` on the JetStream KV bucket.
 
+    Terminal records are written once per pool batch (all of a batch as one acknowledged group).
+    A task's passing states (queued, running, retrying) are written only if the task still is in
+    one `defer` seconds later: a task that finishes quickly costs one record write, not three, and
+    a long one shows `running` within `defer` seconds. The first record of a task submitted over
+    HTTP is written at submission, so `GET /v1/tasks/{id}` always finds it.
+
     Args:
         store: the KV store (with a publisher, so writes go through the outbox while NATS is down).
         task_factory: rebuilds an engine task from its record (`Task.from_dict`).
         dead_limit: how many recent dead task ids are kept in memory for `dead()`.
+        defer: seconds a passing state waits before it is written (0: written at once).
     """
 
     def __init__(
-        self, store: NatsStatusStore, task_factory: Callable[[dict[str, Any]], Any], *, dead_limit: int = 1000
+        self,
+        store: NatsStatusStore,
+        task_factory: Callable[[dict[str, Any]], Any],
+        *,
+        dead_limit: int = 1000,
+        defer: float = 0.05,
     ) -> None:
+        if defer < 0:
+            raise ValueError(f"defer must be >= 0 seconds, got {defer}")
         self._store = store
         self._factory = task_factory
         self._bg = _Background()
         self._dead: list[str] = []
         self._dead_limit = dead_limit
+        self.defer = defer
+        self._passing: dict[str, Any] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     def record(self, events: Sequence[tuple[Any, Any, Any, float]]) -> None:
-        """Takes one batch of transitions; writes the last state of each task behind."""
+        """Takes one batch of transitions; writes terminal records now and passing states later."""
         last: dict[str, Any] = {}
         for task, _previous, _status, _at in events:
             last[task.id] = task
-        records = [(task_id, task.to_dict()) for task_id, task in last.items()]
-        for task_id, rec in records:
-            if rec.get("status") == "dead":
-                self._dead.append(task_id)
+        records = []
+        passing = self._passing
+        for task_id, task in last.items():
+            status = _status_of(task)
+            if status in TERMINAL_STATUSES:
+                passing.pop(task_id, None)
+                records.append((task_id, task.to_dict()))
+                if status == "dead":
+                    self._dead.append(task_id)
+            elif self.defer == 0:
+                records.append((task_id, task.to_dict()))
+            else:
+                passing[task_id] = task
         del self._dead[: max(0, len(self._dead) - self._dead_limit)]
+        if records:
+            self._bg.spawn(self._write(records))
+        if passing and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.defer, self._write_passing)
+
+    def _write_passing(self) -> None:
+        """Writes the passing states of tasks that are still not terminal (the others wrote theirs)."""
+        self._timer = None
+        passing, self._passing = self._passing, {}
+        records = [(task_id, task.to_dict()) for task_id, task in passing.items()]
         if records:
             self._bg.spawn(self._write(records))
 
@@ -203,8 +266,16 @@ class NatsTaskStore:
         return out
 
     async def flush(self) -> None:
-        """Waits until every record handed over so far is written (or in the outbox)."""
+        """Writes the deferred passing states now and waits until every record is written (or in the outbox)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._write_passing()
         await self._bg.wait()
+
+
+def _status_of(task: Any) -> str:
+    status = task.status
+    return str(getattr(status, "value", status))
 
 
 class EngineDelivery:

@@ -218,3 +218,47 @@ async def test_pipeline_window_waits_for_room(conn: NatsConnection) -> None:
     assert {(await f)["stream"] for f in futs} == {"KV_hulk_status"}
     await pipe.wait_idle()
     await pipe.close()
+
+
+async def test_passing_states_are_written_only_for_tasks_still_in_them(conn: NatsConnection, tmp_path: Path) -> None:
+    pub = EventPublisher(conn, Outbox(tmp_path / "ob"))
+    pub.start()
+    kv = NatsStatusStore(conn, ttl=60, publisher=pub)
+    await kv.start()
+    store = NatsTaskStore(kv, FakeTask.from_dict, defer=0.05)
+    quick, slow = FakeTask("q1", status="running"), FakeTask("s1", status="running")
+    store.record([(quick, "queued", "running", 1.0), (slow, "queued", "running", 1.0)])
+    quick.status = "succeeded"
+    store.record([(quick, "running", "succeeded", 2.0)])
+    # The slow task's running state shows once the deferral ran out ...
+    await eventually(lambda: pub.published >= 2, 5.0)
+    running = await store.get("s1")
+    assert running is not None
+    assert running.status == "running"
+    # ... and the quick one cost one write: its terminal record, never a running one.
+    await store.flush()
+    assert pub.published == 2
+    got = await store.get("q1")
+    assert got is not None
+    assert got.status == "succeeded"
+    with pytest.raises(ValueError, match="defer"):
+        NatsTaskStore(kv, FakeTask.from_dict, defer=-1)
+    await pub.close()
+
+
+async def test_events_linger_into_one_message_per_kind(conn: NatsConnection, tmp_path: Path) -> None:
+    pub = EventPublisher(conn, Outbox(tmp_path / "ob"))
+    pub.start()
+    sink = NatsEventSink(pub, linger=0.05)
+    for i in range(5):
+        task = FakeTask(f"e{i}", status="succeeded")
+        sink.publish([(task, "running", "succeeded", float(i))])
+    await sink.flush()
+    await pub.flush()
+    assert pub.published == 1
+    sub = await conn.js.pull_subscribe("hulk.task.completed", stream="HULK_ENGINE_EVENTS")
+    (msg,) = await sub.fetch(1, timeout=5)
+    assert [event["task_id"] for event in orjson.loads(msg.data)] == [f"e{i}" for i in range(5)]
+    with pytest.raises(ValueError, match="linger"):
+        NatsEventSink(pub, linger=-0.1)
+    await pub.close()
