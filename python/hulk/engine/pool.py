@@ -55,6 +55,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 import structlog
+from opentelemetry import trace as otel_trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker
 from hulk.context import current_task_var, runtime_cache_var
@@ -74,6 +78,9 @@ from hulk.keys import canonical_payload, result_key
 __all__ = ["CacheLike", "CacheNamespaceLike", "Delivery", "DrainResult", "WorkerPool"]
 
 _log = structlog.get_logger("hulk.engine.pool")
+# A proxy until the process installs a tracer provider (`hulk.observability.setup_tracing`).
+_TRACER = otel_trace.get_tracer("hulk.engine")
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 SCHEDULED = TaskStatus.SCHEDULED
 QUEUED = TaskStatus.QUEUED
@@ -896,7 +903,10 @@ class WorkerPool:
             token = set_task(task)
             try:
                 mode = rt.mode
-                if mode == 0:
+                if task.trace is not None:
+                    # Submitted inside a trace: the attempt is a span of it (untraced tasks pay nothing).
+                    result = await self._traced(rt, task)
+                elif mode == 0:
                     result = await rt.fn(task.payload)
                 elif mode == 1:
                     result = await rt.fn(task.payload, task=task)
@@ -961,6 +971,32 @@ class WorkerPool:
         current = asyncio.current_task()
         if current is not None:
             current.uncancel()
+
+    async def _traced(self, rt: _TypeRuntime, task: Task) -> Any:
+        """Runs one attempt inside an execution span, a child of the submitter's trace (`task.trace`).
+
+        The span ends with the attempt; a failed or timed-out attempt records its error on it. The
+        tracer is the global one, so the engine exports spans wherever the process set tracing up.
+        """
+        with _TRACER.start_as_current_span(
+            f"execute {task.type}",
+            context=_PROPAGATOR.extract(task.trace or {}, context=Context()),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "hulk.task.id": task.id,
+                "hulk.task.type": task.type,
+                "hulk.task.attempt": task.attempt,
+                "hulk.tenant": task.tenant,
+            },
+        ):
+            mode = rt.mode
+            if mode == 0:
+                return await rt.fn(task.payload)
+            if mode == 1:
+                return await rt.fn(task.payload, task=task)
+            if mode == 2:
+                return await self._off_loop(rt, task)
+            return await self._through_cache(rt, task)
 
     async def _through_cache(self, rt: _TypeRuntime, task: Task) -> Any:
         """A cacheable type's attempt: the tenant's cached result, or the handler's, then stored."""

@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import orjson
 from nats.errors import Error as NatsError
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import SpanKind
 
 from hulk._native import L1Cache, __version__
 from hulk.engine import Hulk, IdGenerator, PayloadError, UnknownTaskType
@@ -37,6 +39,7 @@ TERMINAL = frozenset({"succeeded", "dead", "cancelled"})
 _new_id = IdGenerator()
 _IDEMPOTENCY_NS = uuid.UUID("5b1b3a8e-8f1e-4c55-9d7b-6c2f0d1e4a90")
 log = get_logger("hulk.service")
+_TRACER = otel_trace.get_tracer("hulk.service")
 T = TypeVar("T")
 
 
@@ -142,7 +145,20 @@ class ServiceBackend:
         if producer is None or conn is None or not conn.connected:
             raise NotConnected("NATS is not connected: retry later")
         task_id = task_id_for(tenant, request.idempotency_key)
-        headers = {"traceparent": traceparent} if traceparent else {}
+        attributes = {"hulk.task.id": task_id, "hulk.task.type": request.type, "hulk.tenant": tenant}
+        with _TRACER.start_as_current_span(f"submit {request.type}", kind=SpanKind.PRODUCER, attributes=attributes):
+            return await self._submit(request, task_id, tenant, traceparent)
+
+    async def _submit(
+        self, request: SubmitTask, task_id: str, tenant: str, traceparent: str | None
+    ) -> Mapping[str, Any]:
+        producer, conn = self.node.producer, self.node.conn
+        assert producer is not None  # checked by submit
+        assert conn is not None
+        # With tracing on, the submission span is current and goes in the message (the execution
+        # span becomes its child); without, the caller's own traceparent travels on as it came.
+        traced = otel_trace.get_current_span().get_span_context().is_valid
+        headers = {"traceparent": traceparent} if traceparent and not traced else {}
         envelope = TaskEnvelope(
             type=request.type,
             payload=request.payload,

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -131,3 +132,44 @@ def test_logs_carry_trace_ids_and_spans_are_flushed_at_exit(
     assert "trace_id" not in probe[0]  # probes are not traced
     # The server span reached the collector before the process exited.
     assert any(bytes.fromhex(TRACE_ID) in body for body in collector.bodies)
+
+
+def _spans(bodies: list[bytes]) -> list[Any]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    spans: list[Any] = []
+    for body in bodies:
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(body)
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                spans.extend(scope_spans.spans)
+    return spans
+
+
+def test_one_trace_spans_request_submission_and_execution(
+    nats_server: NatsServer, start_service: ServiceFactory, collector: Collector
+) -> None:
+    service = start_service(
+        nats_server,
+        HULK_TELEMETRY__TRACING__ENABLED="true",
+        HULK_TELEMETRY__TRACING__ENDPOINT=collector.endpoint,
+    )
+    traceparent = f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"
+    with client_for(service) as client:
+        response = client.post(
+            "/v1/tasks",
+            json={"type": "echo", "payload": "traced"},
+            params={"wait": "10s"},
+            headers={"traceparent": traceparent},
+        )
+        assert response.json()["status"] == "succeeded"
+    assert service.stop() == 0
+    ours = [s for s in _spans(collector.bodies) if s.trace_id == bytes.fromhex(TRACE_ID)]
+    by_name = {s.name: s for s in ours}
+    assert {"POST", "submit echo", "execute echo"} <= set(by_name), sorted(by_name)
+    server, submit, execute = by_name["POST"], by_name["submit echo"], by_name["execute echo"]
+    assert server.parent_span_id == bytes.fromhex(PARENT_SPAN_ID)
+    assert submit.parent_span_id == server.span_id
+    # The execution ran after a trip through JetStream, yet it is a child of the submission.
+    assert execute.parent_span_id == submit.span_id
