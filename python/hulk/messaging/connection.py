@@ -8,6 +8,7 @@ disconnected, and one line is logged per outage (not one per failed attempt).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import ssl
@@ -256,7 +257,9 @@ class NatsConnection:
             try:
                 await asyncio.wait_for(self._nc.drain(), 5.0)
             except Exception:
-                await self._nc.close()
+                # Draining fails when the server is gone; closing must still end the client's tasks.
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
         self._connected.clear()
 
 

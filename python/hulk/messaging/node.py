@@ -212,23 +212,35 @@ class MessagingNode:
         return await self.intake.drain(timeout)
 
     async def stop(self) -> None:
-        """Stops every component in reverse order (flushing events; the outbox keeps the rest)."""
+        """Stops every component in reverse order (flushing events; the outbox keeps the rest).
+
+        A component that fails to stop (NATS gone, say) is logged and the others still stop: the
+        embedded server and the outbox file must be released whatever happened before.
+        """
+        steps: list[tuple[str, Callable[[], Awaitable[None] | None]]] = []
         if self.heartbeat is not None:
-            await self.heartbeat.stop()
+            steps.append(("heartbeat", self.heartbeat.stop))
         if self.intake is not None:
-            await self.intake.stop()
+            steps.append(("intake", self.intake.stop))
         if self.scheduler is not None:
-            await self.scheduler.stop()
+            steps.append(("scheduler", self.scheduler.stop))
         if self.status is not None:
-            await self.status.close()
+            steps.append(("status store", self.status.close))
         if self.events is not None:
-            await self.events.close()
+            steps.append(("events", self.events.close))
         if self.outbox is not None:
-            self.outbox.close()
+            steps.append(("outbox", self.outbox.close))
         if self.conn is not None:
-            await self.conn.close()
+            steps.append(("connection", self.conn.close))
         if self.server is not None:
-            await self.server.stop_async()
+            steps.append(("embedded server", self.server.stop_async))
+        for name, stop in steps:
+            try:
+                result = stop()
+                if result is not None:
+                    await result
+            except Exception as exc:
+                log.warning("messaging: stopping the %s failed: %r", name, exc)
 
 
 TaskFn = Callable[[Any], Awaitable[Any]]

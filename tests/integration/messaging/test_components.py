@@ -246,3 +246,31 @@ def test_envelope_and_subjects() -> None:
             intake_subject(bad_type)
     with pytest.raises(ValueError, match="kind"):
         event_subject("Bad.Kind")
+
+
+async def test_node_stops_cleanly_after_nats_went_away(nats_server: NatsServer, tmp_path: Path) -> None:
+    executor = SimpleExecutor({"ok": ok})
+    node = MessagingNode(
+        NodeSettings(
+            instance_id="gone1",
+            data_dir=tmp_path / "node",
+            connection=ConnectionSettings(
+                urls=(nats_server.url,), reconnect_base=0.05, reconnect_max=0.3, ping_interval=0.5
+            ),
+            slots=2,
+            heartbeat_interval=0.2,
+            lease_ttl=1.0,
+        ),
+        executor,
+    )
+    executor.bind(node)
+    await node.start()
+    await eventually(lambda: node.ready, 10)
+    nats_server.kill()
+    await eventually(lambda: not node.ready, 10)
+    # Every component stops (none raises), and the outbox file is released for the next start.
+    await asyncio.wait_for(node.stop(), 30)
+    assert node.conn is not None
+    assert not node.conn.connected
+    reopened = Outbox(tmp_path / "node" / "outbox")
+    reopened.close()
