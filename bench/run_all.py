@@ -61,6 +61,7 @@ PYTEST_ENV: dict[str, tuple[dict[str, str], dict[str, str]]] = {
 # Peers: (name, module, tasks in a full run). Sizes aim at a few seconds per run on this machine.
 PEERS: tuple[tuple[str, str, int], ...] = (
     ("hulk", "bench.peers.hulk_peer", 10_000),
+    ("hulk-bulk", "bench.peers.hulk_bulk_peer", 20_000),
     ("raw-nats", "bench.peers.raw_nats", 10_000),
     ("faststream", "bench.peers.faststream_peer", 6_000),
     ("taskiq", "bench.peers.taskiq_peer", 6_000),
@@ -74,6 +75,8 @@ PEERS: tuple[tuple[str, str, int], ...] = (
 BUDGET_S = 13.5 * 60
 
 PEER_TARGETS: dict[str, float] = {"raw-nats": 0.8, "faststream": 1.5, "taskiq": 2.5, "celery": 10.0}
+# The bulk path (many tasks per message) against raw nats-py's per-message figure, in the same run.
+BULK_TARGET = 2.0
 
 
 @dataclass
@@ -278,7 +281,11 @@ def group_peers(ctx: Context) -> dict[str, Any]:
             ratio = hulk / p["tasks_per_s"]["median"]
             target = PEER_TARGETS.get(name)
             ratios[name] = {"ratio": ratio, "target": target, "met": None if target is None else ratio >= target}
-    return {"peers": peers, "ratios": ratios, "errors": errors, "repeats": ctx.repeats}
+    bulk: dict[str, Any] = {}
+    if "hulk-bulk" in peers and "raw-nats" in peers:
+        ratio = peers["hulk-bulk"]["tasks_per_s"]["median"] / peers["raw-nats"]["tasks_per_s"]["median"]
+        bulk = {"ratio": ratio, "target": BULK_TARGET, "met": ratio >= BULK_TARGET}
+    return {"peers": peers, "ratios": ratios, "bulk": bulk, "errors": errors, "repeats": ctx.repeats}
 
 
 # -- scripts with a JSON line (http, cold start, scaling) ---------------------------------------------

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable
 from typing import Any
 
 from hulk.engine import DuplicateTask, EngineStopped, Hulk, Task, UnknownTaskType
 from hulk.errors import QueueFull
 from hulk.messaging.engine_adapters import EngineDelivery
-from hulk.messaging.intake import NatsDelivery
+from hulk.messaging.intake import BatchItemDelivery, NatsDelivery
 
 log = logging.getLogger("hulk.service")
 
@@ -63,12 +64,17 @@ class EngineIntake:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def __call__(self, delivery: NatsDelivery) -> None:
-        """Submits one fetched task to the engine (on the event loop, without blocking)."""
+    def __call__(self, delivery: NatsDelivery) -> Awaitable[None] | None:
+        """Submits one fetched task to the engine (on the event loop).
+
+        A single message never waits: it owns a free worker slot. The tasks of a batch message
+        share one slot, so when the queue is full the intake waits for room (an awaitable is
+        returned) instead of re-publishing each task: backpressure, not churn.
+        """
         envelope = delivery.task
         if self.cancelled.pop(envelope.id):
             self._spawn(delivery.ack())
-            return
+            return None
         headers = envelope.headers
         trace = {name: headers[name] for name in TRACE_HEADERS if name in headers} or None
         task = Task(
@@ -94,12 +100,30 @@ class EngineIntake:
             # A redelivery of a task still running here (its ack wait ran out during a NATS outage):
             # the running copy settles it; asking again later loses nothing if that copy dies.
             self._spawn(delivery.nak(DUPLICATE_RETRY_DELAY))
-        except (QueueFull, EngineStopped):
+        except QueueFull:
+            if isinstance(delivery, BatchItemDelivery):
+                return self._submit_when_room(task, delivery)
             # Another instance (or this one, later) takes it; no attempt is spent on our refusal.
+            self._spawn(delivery.nak(0.1))
+        except EngineStopped:
             self._spawn(delivery.nak(0.1))
         except Exception as exc:  # a task the engine refuses must never be lost or crash the intake
             log.exception("intake: engine refused task %s", envelope.id)
             self._spawn(delivery.term("refused by engine", f"{type(exc).__name__}: {exc}"))
+        return None
+
+    async def _submit_when_room(self, task: Task, delivery: NatsDelivery) -> None:
+        """Submits a batch's task as soon as the queue has room (the batch's message waits meanwhile)."""
+        while True:
+            await self.engine.pool.wait_for_room()
+            try:
+                self.engine.submit_task(task, EngineDelivery(delivery))
+                return
+            except QueueFull:
+                continue  # another producer took the room first
+            except EngineStopped:
+                await delivery.nak(0.1)
+                return
 
     async def wait(self) -> None:
         """Waits for settlements scheduled by the bridge itself."""
