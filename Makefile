@@ -54,7 +54,9 @@ wheel: $(PY) ## Build the release wheel and import it in a fresh venv (catches a
 
 check: install lint typecheck test-rust test wheel ## Everything CI runs, from a clean clone
 
-bench: ## Every benchmark; writes bench/RESULTS.md
+bench: ## Every benchmark; writes bench/RESULTS.md (installs wrk, hey and redis-server when missing)
+	@command -v wrk >/dev/null && command -v hey >/dev/null && command -v redis-server >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk hey redis-server; }
 	$(VENV)/bin/python bench/run_all.py
 
 demo: ## Short demo of the native core
