@@ -93,16 +93,29 @@ class _AckRunner:
         self._runner: asyncio.Task[None] | None = None
 
     def add(self, coro: Any) -> None:
+        """Queues one acknowledgement coroutine; starts the burst's task if none is running."""
+        loop = asyncio.get_running_loop()
+        runner = self._runner
+        if runner is not None and not runner.done() and runner.get_loop() is not loop:
+            # Left over from a loop that ended (tests run several): its queue can never run.
+            for stale in self._queue:
+                stale.close()
+            self._queue = []
+            runner = None
         self._queue.append(coro)
-        if self._runner is None or self._runner.done():
-            self._runner = asyncio.get_running_loop().create_task(self._run())
+        if runner is None or runner.done():
+            self._runner = loop.create_task(self._run())
 
     async def _run(self) -> None:
         while self._queue:
             batch, self._queue = self._queue, []
-            for coro in batch:
+            for index, coro in enumerate(batch):
                 try:
                     await coro
+                except asyncio.CancelledError:
+                    for rest in batch[index + 1 :]:
+                        rest.close()  # the loop is going away: these can never be sent
+                    raise
                 except Exception as exc:
                     log.warning("messaging acknowledgement failed: %r", exc)
 
