@@ -81,6 +81,14 @@ _log = structlog.get_logger("hulk.engine.pool")
 # A proxy until the process installs a tracer provider (`hulk.observability.setup_tracing`).
 _TRACER = otel_trace.get_tracer("hulk.engine")
 _PROPAGATOR = TraceContextTextMapPropagator()
+_SAMPLED_FLAGS = frozenset("13579bdfBDF")  # last hex digit of the W3C flags with the sampled bit set
+
+
+def _sampled(trace: dict[str, str]) -> bool:
+    """True when the task's `traceparent` says its trace is recorded (flags & 01)."""
+    traceparent = trace.get("traceparent", "")
+    return len(traceparent) == 55 and traceparent[-1] in _SAMPLED_FLAGS
+
 
 SCHEDULED = TaskStatus.SCHEDULED
 QUEUED = TaskStatus.QUEUED
@@ -903,8 +911,9 @@ class WorkerPool:
             token = set_task(task)
             try:
                 mode = rt.mode
-                if task.trace is not None:
-                    # Submitted inside a trace: the attempt is a span of it (untraced tasks pay nothing).
+                if task.trace is not None and _sampled(task.trace):
+                    # Submitted inside a recorded trace: the attempt is a span of it (untraced tasks,
+                    # and tasks of traces the sampler dropped, pay nothing).
                     result = await self._traced(rt, task)
                 elif mode == 0:
                     result = await rt.fn(task.payload)

@@ -29,6 +29,8 @@ from hulk.observability.tracing import (
 
 
 def telemetry(**env: str) -> TelemetrySettings:
+    # Record every new trace unless a test says otherwise (the default records one in ten).
+    env.setdefault("tracing__sample_ratio", "1")
     return load_settings(None, env={f"HULK_TELEMETRY__{k.upper()}": v for k, v in env.items()}).telemetry
 
 
@@ -63,6 +65,7 @@ def test_sampler_is_parent_based_ratio(memory: tuple[tracing.Tracing, InMemorySp
     assert isinstance(handle.provider, TracerProvider)
     description = handle.provider.sampler.get_description()
     assert description.startswith("ParentBased{root:TraceIdRatioBased{1.0}")
+    assert load_settings(None, env={}).telemetry.tracing.sample_ratio == 0.1
 
 
 def test_a_sampled_parent_is_followed_even_at_ratio_zero() -> None:
