@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
@@ -56,6 +58,8 @@ return 1
 # A failure that makes Redis unavailable for the cache: redis-py's errors and socket errors.
 _FAILURES = (RedisError, OSError)
 
+_GLOB_SPECIAL = re.compile(r"[*?\[\]\\]")
+
 
 def redact_url(url: str) -> str:
     """`url` with its password replaced by `***` (for logs and health)."""
@@ -65,6 +69,11 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def glob_escape(text: str) -> str:
+    """`text` with the characters special to Redis glob patterns (`*`, `?`, `[`, `]`, backslash) escaped."""
+    return _GLOB_SPECIAL.sub(r"\\\g<0>", text)
 
 
 class RedisLevel:
@@ -311,6 +320,34 @@ class RedisLevel:
                 return replies
 
         return await self._call(run) is not UNAVAILABLE
+
+    async def unlink_matching(self, pattern: str, *, batch: int = 1000) -> tuple[int, bool]:
+        """Removes the keys that match the glob `pattern`: SCAN with MATCH, then UNLINK, one batch at a time.
+
+        Never FLUSHDB: other data may share the database. Each SCAN and each UNLINK is one guarded
+        call, so a Redis that stops answering midway ends the walk (what was removed stays removed).
+
+        Args:
+            pattern: a glob for SCAN's MATCH (escape the literal part with `glob_escape`).
+            batch: the COUNT hint of each SCAN.
+
+        Returns:
+            (keys removed, True when the whole key space was walked).
+        """
+        removed = 0
+        cursor: int = 0
+        while True:
+            answer = await self._call(functools.partial(self.client.scan, cursor, match=pattern, count=batch))
+            if isinstance(answer, Unavailable):
+                return removed, False
+            cursor, keys = answer
+            if keys:
+                unlinked = await self._call(functools.partial(self.client.unlink, *keys))
+                if isinstance(unlinked, Unavailable):
+                    return removed, False
+                removed += int(unlinked)
+            if not cursor:
+                return removed, True
 
     async def publish(self, channel: str, message: bytes) -> bool:
         """Publishes `message` on `channel`; False when Redis was unavailable."""

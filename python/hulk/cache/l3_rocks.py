@@ -57,6 +57,9 @@ class RocksLevel:
         self._keys: set[bytes] = set()
         self._pending: dict[bytes, bytes | None] = {}
         self._flushing: dict[bytes, bytes | None] = {}
+        # Key ranges [begin, end) dropped by `drop_prefix`, deleted on disk by the next snapshot,
+        # before (in the same batch as) the writes staged after the drop.
+        self._ranges: list[tuple[bytes, bytes]] = []
         self._executor: ThreadPoolExecutor | None = None
         self._flush_lock = asyncio.Lock()
         self.flush_wanted = asyncio.Event()
@@ -131,12 +134,54 @@ class RocksLevel:
             return True, self._flushing[key]
         return False, None
 
+    def drop_prefix(self, prefix: bytes | None) -> int:
+        """Removes every entry whose key starts with `prefix` (every entry when None).
+
+        The entries disappear for readers at once (the in-memory key set and the stage forget them);
+        the disk is cleaned by the next snapshot with one range delete, written before anything
+        staged afterwards, so a value written after the drop survives it.
+
+        Returns:
+            How many entries L3 held under the prefix (on disk or staged).
+        """
+        if self._db is None:
+            return 0
+        if prefix is None:
+            dropped = len(self._keys)
+            self._keys = set()
+            self._pending = {}
+            self._flushing = {}  # the snapshot in progress keeps its own reference to what it writes
+            # Every key is "<namespace>:<key>" in UTF-8 and namespaces are ASCII: all sort below 0xff.
+            self._ranges.append((b"", b"\xff"))
+        else:
+            doomed = {key for key in self._keys if key.startswith(prefix)}
+            dropped = len(doomed)
+            self._keys -= doomed
+            self._pending = {k: v for k, v in self._pending.items() if not k.startswith(prefix)}
+            self._flushing = {k: v for k, v in self._flushing.items() if not k.startswith(prefix)}
+            self._ranges.append((prefix, _prefix_end(prefix)))
+        self.flush_wanted.set()
+        return dropped
+
+    def _lookup_in_memory(self, key: bytes) -> tuple[bool, bytes | None]:
+        """(answered, record) without touching the disk: from the stage, the key set or the block cache."""
+        staged, record = self._staged(key)
+        if staged or key not in self._keys:
+            return True, record
+        # RocksDB's KeyMayExist reads only the memtables and the block cache (no IO): a hot key
+        # is answered here, skipping the hop to the worker thread, which costs more than the read.
+        found = self._db.key_may_exist(key, True)
+        if found[1] is not None:
+            value: bytes = found[1]
+            return True, value
+        return not found[0], None
+
     async def get(self, key: bytes) -> bytes | None:
         """The record of `key`, from the stage or the disk; None when absent (or L3 is disabled)."""
         if self._db is None:
             return None
-        staged, record = self._staged(key)
-        if staged or key not in self._keys:
+        answered, record = self._lookup_in_memory(key)
+        if answered:
             return record
         return await self._run(self._get_sync, key)
 
@@ -154,10 +199,9 @@ class RocksLevel:
         found: dict[bytes, bytes] = {}
         rest: list[bytes] = []
         for key in keys:
-            staged, record = self._staged(key)
-            if not staged:
-                if key in self._keys:
-                    rest.append(key)
+            answered, record = self._lookup_in_memory(key)
+            if not answered:
+                rest.append(key)
             elif record is not None:
                 found[key] = record
         if rest:
@@ -178,15 +222,17 @@ class RocksLevel:
             How many entries were written (0 when nothing was staged or L3 is disabled).
         """
         async with self._flush_lock:
-            if self._db is None or not self._pending:
+            if self._db is None or not (self._pending or self._ranges):
                 self.flush_wanted.clear()
                 return 0
             self._flushing, self._pending = self._pending, {}
+            ranges, self._ranges = self._ranges, []
             self.flush_wanted.clear()
             try:
-                await self._run(self._write_sync, self._flushing)
+                await self._run(self._write_sync, self._flushing, ranges)
             except Exception as exc:
                 # Keep what could not be written, unless a newer write replaced it meanwhile.
+                self._ranges[:0] = ranges
                 for key, record in self._flushing.items():
                     self._pending.setdefault(key, record)
                 log.error("cache.l3.snapshot_failed", path=str(self.path), error=f"{type(exc).__name__}: {exc}")
@@ -196,11 +242,13 @@ class RocksLevel:
                 self._flushing = {}
             return written
 
-    def _write_sync(self, entries: dict[bytes, bytes | None]) -> None:
+    def _write_sync(self, entries: dict[bytes, bytes | None], ranges: list[tuple[bytes, bytes]]) -> None:
         db = self._db
         if db is None:
             return
         batch = WriteBatch(raw_mode=True)
+        for begin, end in ranges:
+            batch.delete_range(begin, end)
         for key, record in entries.items():
             if record is None:
                 batch.delete(key)
@@ -266,6 +314,11 @@ class RocksLevel:
         for key in keys:
             self.corrupt_records += 1
             self.delete(key)
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key above every key that starts with `prefix` (which ends below 0xff: ":")."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 def _open_rdict(path: Path) -> Any:
