@@ -1,7 +1,10 @@
 """L2: Redis through redis-py's asyncio client, guarded by the native `CircuitBreaker`.
 
 Every operation is one round trip (GET, MGET, or a non-transactional pipeline for the multi-key
-writes and their invalidation message). Calls are bounded by short socket timeouts; the breaker
+writes and their invalidation message). For a plain `redis://` URL, the reads and writes of the
+read path (MGET, GET, and the write pipelines) go through one lean pipelined connection
+(`hulk.cache.resp`), which costs a quarter of redis-py's per-call overhead; redis-py serves the rest
+(PING, SCAN, UNLINK, PUBLISH, pub/sub) and every other URL. Calls are bounded by short socket timeouts; the breaker
 counts failures and opens after a few, and while it is not closed the cache's calls skip Redis at
 once (no socket is touched), so a dead Redis costs callers nothing after the first failures.
 
@@ -28,6 +31,7 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from hulk._native import CircuitBreaker
 from hulk.cache._tasks import stop_task
 from hulk.cache.metrics import CacheMetrics
+from hulk.cache.resp import FastConnection, supports
 
 log = structlog.get_logger("hulk.cache.l2")
 
@@ -114,6 +118,9 @@ class RedisLevel:
             socket_connect_timeout=connect_timeout,
         )
         self.client: Redis = Redis(connection_pool=self._pool)
+        self._fast: FastConnection | None = (
+            FastConnection(url, timeout=socket_timeout, connect_timeout=connect_timeout) if supports(url) else None
+        )
         self._down = False
         self._wake = asyncio.Event()
         self._probe_task: asyncio.Task[None] | None = None
@@ -155,6 +162,8 @@ class RedisLevel:
         await stop_task(task)
         for batch_task in list(self._batch_tasks):
             await stop_task(batch_task)
+        if self._fast is not None:
+            self._fast.close()
         with contextlib.suppress(*_FAILURES):
             await self.client.aclose()
         with contextlib.suppress(*_FAILURES):
@@ -212,13 +221,16 @@ class RedisLevel:
         else:
             self.last_error = f"{type(exc).__name__}: {exc}"
 
-    async def _call(self, op: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call(self, op: Callable[[], Awaitable[Any]], *, pooled: bool = True) -> Any:
         if self._down or self.breaker.state != "closed" or not self.breaker.allow():
             self.metrics.l2_skipped.inc()
             return UNAVAILABLE
         started = time.perf_counter()
         try:
-            async with self._slots:
+            if pooled:
+                async with self._slots:
+                    result = await op()
+            else:  # the lean connection is pipelined: no pool slot to wait for
                 result = await op()
         except MaxConnectionsError:
             self.breaker.release()  # our pool is exhausted (by another user of it): not Redis's fault
@@ -237,6 +249,10 @@ class RedisLevel:
 
     async def get(self, key: str) -> bytes | Unavailable | None:
         """The stored record of `key`, None when absent, or UNAVAILABLE."""
+        fast = self._fast
+        if fast is not None:
+            found: bytes | Unavailable | None = await self._call(lambda: fast.execute("GET", key), pooled=False)
+            return found
         result: bytes | Unavailable | None = await self._call(lambda: self.client.get(key))
         return result
 
@@ -262,6 +278,12 @@ class RedisLevel:
         return await fut
 
     async def _mget(self, keys: Sequence[str]) -> list[bytes | None] | Unavailable:
+        fast = self._fast
+        if fast is not None:
+            found: list[bytes | None] | Unavailable = await self._call(
+                lambda: fast.execute("MGET", *keys), pooled=False
+            )
+            return found
         result: list[bytes | None] | Unavailable = await self._call(lambda: self.client.mget(keys))
         return result
 
@@ -306,6 +328,21 @@ class RedisLevel:
         Returns:
             True when Redis took every command; False when it was unavailable.
         """
+        fast = self._fast
+        if fast is not None:
+            commands: list[tuple[str | bytes | int, ...]] = []
+            for key, record, ttl_ms in entries:
+                if fill:
+                    commands.append(("EVAL", _FILL_SCRIPT, 1, key, record, "" if ttl_ms is None else ttl_ms))
+                elif ttl_ms is None:
+                    commands.append(("SET", key, record))
+                else:
+                    commands.append(("SET", key, record, "PX", ttl_ms))
+            if channel is not None and message is not None:
+                commands.append(("PUBLISH", channel, message))
+            if not commands:
+                return True
+            return await self._call(lambda: fast.pipeline(commands), pooled=False) is not UNAVAILABLE
 
         async def run() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
