@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 
 from hulk._native import CircuitBreaker
 from hulk.cache._tasks import stop_task
@@ -50,14 +51,27 @@ class Unavailable:
 
 UNAVAILABLE: Final = Unavailable()
 
-# SET unless the key holds a live value: absent keys and tombstones (records starting with "t") are
-# replaced. Sent with EVAL, which Redis caches by digest: no SCRIPT LOAD round trip per pipeline.
+# For each key: SET unless it holds a live value (absent keys and tombstones, records starting with
+# "t", are replaced). ARGV holds (record, ttl in ms or "") per key. One script call per batch, not one
+# per key: Redis runs one Lua invocation for the whole batch. Sent as EVALSHA (EVAL on NOSCRIPT), so
+# the script's text and its digest are not sent or computed on every batch.
 _FILL_SCRIPT = """
-local current = redis.call('GET', KEYS[1])
-if current and string.byte(current, 1) ~= 116 then return 0 end
-if ARGV[2] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
-return 1
+local written = 0
+for i, key in ipairs(KEYS) do
+  local current = redis.call('GET', key)
+  if not current or string.byte(current, 1) == 116 then
+    local ttl = ARGV[2 * i]
+    if ttl == '' then
+      redis.call('SET', key, ARGV[2 * i - 1])
+    else
+      redis.call('SET', key, ARGV[2 * i - 1], 'PX', ttl)
+    end
+    written = written + 1
+  end
+end
+return written
 """
+_FILL_SHA = hashlib.sha1(_FILL_SCRIPT.encode(), usedforsecurity=False).hexdigest()  # Redis names scripts by SHA-1
 
 # A failure that makes Redis unavailable for the cache: redis-py's errors and socket errors.
 _FAILURES = (RedisError, OSError)
@@ -78,6 +92,18 @@ def redact_url(url: str) -> str:
 def glob_escape(text: str) -> str:
     """`text` with the characters special to Redis glob patterns (`*`, `?`, `[`, `]`, backslash) escaped."""
     return _GLOB_SPECIAL.sub(r"\\\g<0>", text)
+
+
+async def _fast_pipeline(fast: FastConnection, commands: list[tuple[str | bytes | int, ...]]) -> list[Any]:
+    try:
+        return await fast.pipeline(commands)
+    except ResponseError as exc:
+        if not str(exc).startswith("NOSCRIPT"):
+            raise
+    # Redis does not know the script yet (first use, restart, SCRIPT FLUSH): EVAL loads it. The other
+    # commands of such a pipeline are a PUBLISH at most: sending it again is harmless.
+    retried = [("EVAL", _FILL_SCRIPT, *cmd[2:]) if cmd[0] == "EVALSHA" else cmd for cmd in commands]
+    return await fast.pipeline(retried)
 
 
 class RedisLevel:
@@ -328,28 +354,31 @@ class RedisLevel:
         Returns:
             True when Redis took every command; False when it was unavailable.
         """
+        fill_args: list[str | bytes | int] = []
+        if fill and entries:
+            fill_args = [len(entries), *(key for key, _, _ in entries)]
+            for _, record, ttl_ms in entries:
+                fill_args += (record, "" if ttl_ms is None else ttl_ms)
         fast = self._fast
         if fast is not None:
             commands: list[tuple[str | bytes | int, ...]] = []
-            for key, record, ttl_ms in entries:
-                if fill:
-                    commands.append(("EVAL", _FILL_SCRIPT, 1, key, record, "" if ttl_ms is None else ttl_ms))
-                elif ttl_ms is None:
-                    commands.append(("SET", key, record))
-                else:
-                    commands.append(("SET", key, record, "PX", ttl_ms))
+            if fill_args:
+                commands.append(("EVALSHA", _FILL_SHA, *fill_args))
+            elif not fill:
+                for key, record, ttl_ms in entries:
+                    commands.append(("SET", key, record) if ttl_ms is None else ("SET", key, record, "PX", ttl_ms))
             if channel is not None and message is not None:
                 commands.append(("PUBLISH", channel, message))
             if not commands:
                 return True
-            return await self._call(lambda: fast.pipeline(commands), pooled=False) is not UNAVAILABLE
+            return await self._call(lambda: _fast_pipeline(fast, commands), pooled=False) is not UNAVAILABLE
 
         async def run() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
-                for key, record, ttl_ms in entries:
-                    if fill:
-                        pipe.eval(_FILL_SCRIPT, 1, key, record, "" if ttl_ms is None else ttl_ms)
-                    else:
+                if fill_args:
+                    pipe.eval(_FILL_SCRIPT, len(entries), *fill_args[1:])
+                elif not fill:
+                    for key, record, ttl_ms in entries:
                         pipe.set(key, record, px=ttl_ms)
                 if channel is not None and message is not None:
                     pipe.publish(channel, message)

@@ -692,7 +692,9 @@ class Cache(CacheNamespace):
             # Let the values computed in the next moment join this batch: one round trip for many.
             await asyncio.sleep(_FILL_COALESCE)
             self._fill_wake.clear()
-            await self._flush_fills()
+            # One batch, then back to coalescing: looping on what arrived during the write would send
+            # one tiny batch per round trip (one per miss for a serial caller).
+            await self._flush_fills(once=True)
 
     def _queue_fills(self, fulls: list[str], records: list[bytes], expires_at: float) -> None:
         l2 = self._l2
@@ -705,10 +707,16 @@ class Cache(CacheNamespace):
             self._fills[full] = (record, expires_at)
         self._fill_wake.set()
 
-    async def _flush_fills(self) -> None:
-        """Writes the queued computed values to L2 (only where no live value is there), in batches."""
+    async def _flush_fills(self, *, once: bool = False) -> None:
+        """Writes the queued computed values to L2 (only where no live value is there), in batches.
+
+        Args:
+            once: write what is queued now, not what is queued meanwhile.
+        """
         l2 = self._l2
-        while self._fills and l2 is not None:
+        more = True
+        while more and self._fills and l2 is not None:
+            more = not once
             batch, self._fills = self._fills, {}
             self._fills_inflight = batch
             done = self._fills_done = asyncio.Event()
