@@ -1,6 +1,7 @@
 """The L2 read path's lean connection against a real redis-server: SELECT, script reloads, a stalled Redis."""
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,25 @@ async def test_a_stalled_redis_times_out_without_failing_the_caller(
     while await cache.get("k") != 1:
         assert loop.time() < deadline, "Redis never answered again"
         await asyncio.sleep(0.01)
+
+
+async def test_a_unix_socket_url_goes_through_redis_py(make_cache: CacheFactory, tmp_path: Path) -> None:
+    socket = tmp_path / "redis.sock"
+    with RedisServer(extra_args=["--unixsocket", str(socket), "--unixsocketperm", "700"]) as server:
+        cache = make_cache(l2_url=f"unix://{socket}?db=0")
+        other = make_cache(l2_url=f"unix://{socket}?db=0")
+        await cache.start()
+        await other.start()
+        assert cache._l2 is not None
+        assert cache._l2._fast is None
+        await cache.set("k", "v")
+        assert await cache.get_or_compute("c", lambda: "computed") == "computed"
+        await cache.drain()
+        assert await other.get_many(["k", "c"]) == {"k": "v", "c": "computed"}
+        other._l1.clear()
+        assert await other.get("k") == "v"
+        await cache.delete("k")
+        async with raw_redis(server.url) as raw:
+            record = await stored(raw, "hulk:cache:default:k")
+            assert record is not None
+            assert decode(record).tombstone
