@@ -44,14 +44,18 @@ def pack(args: Sequence[str | bytes | int]) -> bytes:
 
 
 class _Incomplete(Exception):
-    """The buffer ends inside a reply."""
+    """The buffer ends inside a reply; `need` is a buffer length below which parsing again is useless."""
+
+    def __init__(self, need: int = 0) -> None:
+        super().__init__(need)
+        self.need = need
 
 
 def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
     """One reply starting at `pos`: (value, position after it). Error replies are ResponseError values."""
     end = buf.find(_CRLF, pos)
     if end < 0:
-        raise _Incomplete
+        raise _Incomplete(len(buf) + 1)
     kind = buf[pos]
     if kind == 36:  # "$" bulk string
         size = int(buf[pos + 1 : end])
@@ -59,7 +63,7 @@ def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
             return None, end + 2
         stop = end + 2 + size
         if len(buf) < stop + 2:
-            raise _Incomplete
+            raise _Incomplete(stop + 2)
         return bytes(buf[end + 2 : stop]), stop + 2
     if kind == 42:  # "*" array
         count = int(buf[pos + 1 : end])
@@ -86,6 +90,8 @@ class _Protocol(asyncio.Protocol):
         self.timeout = timeout
         self.waiters: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
         self.buf = bytearray()
+        # A large reply arrives in many reads: parse again only once the piece it waits for is in.
+        self.need = 0
         self.lost: BaseException | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -97,6 +103,8 @@ class _Protocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buf = self.buf
         buf += data
+        if len(buf) < self.need:
+            return
         pos = 0
         waiters = self.waiters
         try:
@@ -105,8 +113,9 @@ class _Protocol(asyncio.Protocol):
                 fut = waiters.popleft()[0]
                 if not fut.done():
                     fut.set_result(reply)
-        except _Incomplete:
-            pass
+            self.need = 0
+        except _Incomplete as incomplete:
+            self.need = incomplete.need - pos
         except (ValueError, ConnectionError) as exc:
             self._fail(ConnectionError(f"bad reply from Redis: {exc}"))
             return

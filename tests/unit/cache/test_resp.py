@@ -208,3 +208,22 @@ async def test_a_garbled_reply_drops_the_connection() -> None:
                 await fast.execute("GET", "a")
         finally:
             fast.close()
+
+
+async def test_a_large_reply_in_many_small_reads() -> None:
+    values = [bytes([65 + i % 26]) * (20_000 + i) for i in range(20)]
+    reply = b"*%d\r\n" % len(values) + b"".join(b"$%d\r\n%s\r\n" % (len(v), v) for v in values)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(len(pack(["MGET", "a"])))
+        for start in range(0, len(reply), 4096):
+            writer.write(reply[start : start + 4096])
+            await writer.drain()
+        await reader.read()
+
+    async with _server(handler) as port:
+        fast = FastConnection(f"redis://127.0.0.1:{port}", timeout=5.0, connect_timeout=1.0)
+        try:
+            assert await fast.execute("MGET", "a") == values
+        finally:
+            fast.close()
