@@ -41,9 +41,12 @@ async def test_fills_still_land_after_redis_forgot_the_script(
     async with raw_redis(redis_server.url) as raw:
         assert await stored(raw, "hulk:cache:default:one") is not None
         await raw.script_flush()
-        assert await cache.get_or_compute("two", lambda: 2) == 2
+        assert await cache.get_or_compute("two", lambda: 2, ttl=30) == 2
+        assert await cache.get_or_compute("three", lambda: 3) == 3
         await cache.drain()
         assert await stored(raw, "hulk:cache:default:two") is not None
+        assert 0 < await raw.pttl("hulk:cache:default:two") <= 30_000  # the batch script keeps each TTL
+        assert 30_000 < await raw.pttl("hulk:cache:default:three") <= 3_600_000
     assert cache.metrics_snapshot()["requests"]["l2"]["error"] == 0
 
 
