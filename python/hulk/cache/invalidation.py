@@ -39,9 +39,9 @@ def encode_message(source: str, keys: list[str]) -> bytes:
     return orjson.dumps({"src": source, "keys": keys})
 
 
-def encode_flush_message(source: str, namespace: str | None) -> bytes:
-    """The message that tells the other instances to drop `namespace` (None: every namespace)."""
-    return orjson.dumps({"src": source, "keys": [], "flush": namespace})
+def encode_flush_message(source: str, namespace: str | None, at: float = 0.0) -> bytes:
+    """The message that tells the other instances to drop `namespace` (None: every namespace), flushed at `at`."""
+    return orjson.dumps({"src": source, "keys": [], "flush": namespace, "at": at})
 
 
 class Invalidation(NamedTuple):
@@ -52,12 +52,14 @@ class Invalidation(NamedTuple):
         keys: the full keys ("<namespace>:<key>") to drop.
         flush: True when the message is a flush of `namespace`.
         namespace: the flushed namespace, None for every namespace (only meaningful with `flush`).
+        at: when the flush was made (wall-clock epoch seconds; 0.0 when the sender did not say).
     """
 
     source: str
     keys: list[str]
     flush: bool = False
     namespace: str | None = None
+    at: float = 0.0
 
 
 def parse_message(data: bytes) -> Invalidation | None:
@@ -73,10 +75,10 @@ def parse_message(data: bytes) -> Invalidation | None:
         return None
     if "flush" not in message:
         return Invalidation(source, keys)
-    namespace = message["flush"]
-    if namespace is not None and not isinstance(namespace, str):
+    namespace, at = message["flush"], message.get("at", 0.0)
+    if (namespace is not None and not isinstance(namespace, str)) or not isinstance(at, int | float):
         return None
-    return Invalidation(source, keys, True, namespace)
+    return Invalidation(source, keys, True, namespace, float(at))
 
 
 def decode_message(data: bytes) -> tuple[str, list[str]] | None:
@@ -94,7 +96,7 @@ class Subscriber:
         instance_id: this instance's id (its own messages are ignored).
         on_keys: called with the keys of each message from another instance.
         on_gap: called after (re)subscribing when messages may have been missed.
-        on_flush: called with the namespace (None: all) of each flush from another instance.
+        on_flush: called with the namespace (None: all) and the time of each flush from another instance.
         is_up: tells whether L2 is believed reachable (the subscriber waits while it is not).
         retry_interval: seconds between subscription attempts while they fail.
     """
@@ -107,7 +109,7 @@ class Subscriber:
         instance_id: str,
         on_keys: Callable[[list[str]], None],
         on_gap: Callable[[], None],
-        on_flush: Callable[[str | None], None] | None = None,
+        on_flush: Callable[[str | None, float], None] | None = None,
         is_up: Callable[[], bool],
         retry_interval: float = 0.5,
     ) -> None:
@@ -195,6 +197,6 @@ class Subscriber:
             self.received += 1
             if decoded.flush:
                 if self._on_flush is not None:
-                    self._on_flush(decoded.namespace)
+                    self._on_flush(decoded.namespace, decoded.at)
             else:
                 self._on_keys(decoded.keys)

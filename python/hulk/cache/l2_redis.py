@@ -415,6 +415,29 @@ class RedisLevel:
             if not cursor:
                 return removed, True
 
+    async def log_flush(self, key: str, field: str, at: float) -> bool:
+        """Records in the hash `key` that `field` (a namespace, or "*") was flushed at `at`; False if unavailable."""
+        fast = self._fast
+        if fast is not None:
+            return await self._call(lambda: fast.execute("HSET", key, field, repr(at)), pooled=False) is not UNAVAILABLE
+        return await self._call(lambda: self.client.hset(key, field, repr(at))) is not UNAVAILABLE
+
+    async def read_flush_log(self, key: str) -> dict[str, float] | Unavailable:
+        """The flushes recorded in the hash `key` (field: time), or UNAVAILABLE."""
+        fast = self._fast
+        if fast is not None:
+            flat = await self._call(lambda: fast.execute("HGETALL", key), pooled=False)
+            answer = flat if isinstance(flat, Unavailable) else dict(zip(flat[::2], flat[1::2], strict=True))
+        else:
+            answer = await self._call(lambda: self.client.hgetall(key))
+        if isinstance(answer, Unavailable):
+            return answer
+        found: dict[str, float] = {}
+        for field, value in answer.items():
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                found[field.decode()] = float(value)
+        return found
+
     async def publish(self, channel: str, message: bytes) -> bool:
         """Publishes `message` on `channel`; False when Redis was unavailable."""
         return await self._call(lambda: self.client.publish(channel, message)) is not UNAVAILABLE

@@ -53,6 +53,8 @@ class RocksLevel:
         self.error: str | None = None
         self.set_aside: list[str] = []
         self.corrupt_records = 0
+        self.meta: dict[str, bytes] = {}
+        """The metadata records read when the database was opened (see `put_meta`)."""
         self._db: Any = None
         self._keys: set[bytes] = set()
         self._pending: dict[bytes, bytes | None] = {}
@@ -92,10 +94,16 @@ class RocksLevel:
     def _open_sync(self) -> L3Status:
         try:
             self._db = _open_rdict(self.path)
-            self._keys = set(self._db.keys())
+            self._keys = set()
+            for key in self._db.keys():  # noqa: SIM118  # a raw-mode Rdict cannot be iterated directly
+                if key.startswith(_META):
+                    self.meta[key[len(_META) :].decode(errors="replace")] = self._db[key]
+                else:
+                    self._keys.add(key)
             return "ok"
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
+            self.meta = {}
             log.error("cache.l3.unreadable", path=str(self.path), error=self.error)
         aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
         try:
@@ -134,6 +142,12 @@ class RocksLevel:
             return True, self._flushing[key]
         return False, None
 
+    def put_meta(self, name: str, value: bytes) -> None:
+        """Stages a metadata record (kept apart from the entries: never read as one, never dropped)."""
+        if self._db is not None:
+            self.meta[name] = value
+            self._pending[_META + name.encode()] = value
+
     def drop_prefix(self, prefix: bytes | None) -> int:
         """Removes every entry whose key starts with `prefix` (every entry when None).
 
@@ -152,7 +166,7 @@ class RocksLevel:
             self._pending = {}
             self._flushing = {}  # the snapshot in progress keeps its own reference to what it writes
             # Every key is "<namespace>:<key>" in UTF-8 and namespaces are ASCII: all sort below 0xff.
-            self._ranges.append((b"", b"\xff"))
+            self._ranges.append((_FIRST_ENTRY, b"\xff"))
         else:
             doomed = {key for key in self._keys if key.startswith(prefix)}
             dropped = len(doomed)
@@ -229,7 +243,9 @@ class RocksLevel:
             ranges, self._ranges = self._ranges, []
             self.flush_wanted.clear()
             try:
-                await self._run(self._write_sync, self._flushing, ranges)
+                # Shielded: cancelling a job the worker thread has not started would drop the batch
+                # (run_in_executor cancels it), and the stage no longer holds it.
+                await asyncio.shield(self._run(self._write_sync, self._db, self._flushing, ranges))
             except Exception as exc:
                 # Keep what could not be written, unless a newer write replaced it meanwhile.
                 self._ranges[:0] = ranges
@@ -242,10 +258,10 @@ class RocksLevel:
                 self._flushing = {}
             return written
 
-    def _write_sync(self, entries: dict[bytes, bytes | None], ranges: list[tuple[bytes, bytes]]) -> None:
-        db = self._db
-        if db is None:
-            return
+    @staticmethod
+    def _write_sync(db: Any, entries: dict[bytes, bytes | None], ranges: list[tuple[bytes, bytes]]) -> None:
+        # `db` is the database of when the batch was taken: a close queued behind this job has
+        # already cleared `self._db`, and the batch must still be written before it.
         batch = WriteBatch(raw_mode=True)
         for begin, end in ranges:
             batch.delete_range(begin, end)
@@ -270,7 +286,8 @@ class RocksLevel:
             return []
         hot, dropped = await self._run(self._load_hot_sync, limit, now)
         self._keys.difference_update(dropped)
-        return hot
+        # A key dropped by `drop_prefix` may still be on disk until the next snapshot.
+        return [(key, record) for key, record in hot if key in self._keys]
 
     def _load_hot_sync(self, limit: int, now: float) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
         db = self._db
@@ -279,7 +296,7 @@ class RocksLevel:
         doomed = WriteBatch(raw_mode=True)
         dropped: list[bytes] = []
         live: list[tuple[float, bytes, bytes]] = []
-        for key, record in db.items():
+        for key, record in db.items(from_key=_FIRST_ENTRY):
             try:
                 expires_at = expires_at_of(record)
             except CorruptRecord:
@@ -314,6 +331,11 @@ class RocksLevel:
         for key in keys:
             self.corrupt_records += 1
             self.delete(key)
+
+
+# Metadata keys start with a byte no namespace can start with, and sort before every entry.
+_META = b"\x00meta:"
+_FIRST_ENTRY = b"\x01"
 
 
 def _prefix_end(prefix: bytes) -> bytes:

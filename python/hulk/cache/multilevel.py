@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlsplit
 
+import orjson
 import structlog
 
 from hulk._native import CircuitBreaker, L1Cache
@@ -37,8 +38,17 @@ _GEN_SLOTS = 1024
 _RESYNC_CHUNK = 1000
 _FILL_COALESCE = 0.002
 _L2_SCHEMES = ("redis", "rediss", "unix")
+_FLUSHES_SEEN = "flushes_seen"  # L3 metadata: the flushes (namespace or "*" -> time) applied to it
 # The L1 key index may hold this many times `l1_size` keys (evicted ones included) before it is pruned.
 _L1_INDEX_SLACK = 2
+
+
+def _valid_namespace(name: str) -> bool:
+    try:
+        check_namespace(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _ttl_ms(expires_at: float, now: float) -> int | None:
@@ -284,6 +294,12 @@ class Cache(CacheNamespace):
         # Namespaces (None: all) flushed locally while Redis was away: flushed in Redis when it is back.
         self._pending_flushes: set[str | None] = set()
         self._flush_retry_task: asyncio.Task[None] | None = None
+        # The flush log (a Redis hash, namespace or "*" -> time) covers the flush messages an instance
+        # missed: read at start and after a subscription gap, a flush newer than what this instance
+        # holds (and not yet applied) is applied here too.
+        self.flush_log_key = key_prefix + "flushes"
+        self._flushes_seen: dict[str, float] = {}
+        self._catch_up_task: asyncio.Task[None] | None = None
         self._flights: SingleFlight[Any] = SingleFlight()
         self._gens = [0] * _GEN_SLOTS
         self._l2: RedisLevel | None = None
@@ -333,6 +349,10 @@ class Cache(CacheNamespace):
             log.warning("cache.l2.disabled", reason="no l2_url", mode=self.mode)
         else:
             await self._start_l2(self.l2_url)
+        # L1 starts empty: only L3 can hold what a flush made while this instance was away removed.
+        # The flushes its L3 has seen are recorded in it; one it has no record of is applied.
+        self._flushes_seen = self._l3_flushes_seen()
+        await self._catch_up_flushes()
         await self._warm_up()
         if self._l3 is not None and self._l3.available:
             self._snapshot_task = asyncio.create_task(self._snapshot_loop(), name="hulk-cache-l3-snapshots")
@@ -402,9 +422,9 @@ class Cache(CacheNamespace):
         self._state = "stopping"
         if self._fill_wake is not None:
             self._fill_wake.set()  # the fill loop ends by itself, even if a client swallowed a cancel
-        for task in (self._snapshot_task, self._fill_task, self._flush_retry_task):
+        for task in (self._snapshot_task, self._fill_task, self._flush_retry_task, self._catch_up_task):
             await stop_task(task)
-        self._snapshot_task = self._fill_task = self._flush_retry_task = None
+        self._snapshot_task = self._fill_task = self._flush_retry_task = self._catch_up_task = None
         try:
             async with asyncio.timeout(timeout):
                 await self._flush_fills()
@@ -851,11 +871,50 @@ class Cache(CacheNamespace):
                 l3.delete(full.encode())
         self.metrics.invalidations_received.inc(len(fulls))
 
-    def _on_flushed(self, namespace: str | None) -> None:
-        """Another instance flushed `namespace` (None: everything): drop it here too."""
+    def _on_flushed(self, namespace: str | None, at: float = 0.0) -> None:
+        """Another instance flushed `namespace` (None: everything) at `at`: drop it here too."""
         self._flush_local(namespace)
+        self._saw_flush("*" if namespace is None else namespace, at)
         self.metrics.invalidations_received.inc()
         log.info("cache.flush.received", namespace=namespace)
+
+    async def _catch_up_flushes(self) -> None:
+        """Applies the logged flushes this instance may have missed (newer than what it holds or saw)."""
+        l2 = self._l2
+        if l2 is None or not l2.up:
+            return
+        logged = await l2.read_flush_log(self.flush_log_key)
+        if isinstance(logged, Unavailable):
+            return
+        for field, at in sorted(logged.items(), key=lambda item: item[1]):
+            if at > self._flushes_seen.get(field, 0.0):
+                namespace = None if field == "*" else field
+                if namespace is not None and not _valid_namespace(namespace):
+                    continue
+                self._flush_local(namespace)
+                self._saw_flush(field, at)
+                log.info("cache.flush.caught_up", namespace=namespace, flushed_at=at)
+
+    def _l3_flushes_seen(self) -> dict[str, float]:
+        l3 = self._l3
+        record = l3.meta.get(_FLUSHES_SEEN) if l3 is not None else None
+        if record is None:
+            return {}
+        try:
+            seen = orjson.loads(record)
+        except orjson.JSONDecodeError:
+            return {}
+        if not isinstance(seen, dict):
+            return {}
+        return {field: float(at) for field, at in seen.items() if isinstance(at, int | float)}
+
+    def _saw_flush(self, field: str, at: float) -> None:
+        """Records that the flush of `field` made at `at` is applied here (in L3 too, for restarts)."""
+        if at <= self._flushes_seen.get(field, 0.0):
+            return
+        self._flushes_seen[field] = at
+        if self._l3 is not None:
+            self._l3.put_meta(_FLUSHES_SEEN, orjson.dumps(self._flushes_seen))
 
     def _flush_local(self, namespace: str | None) -> tuple[int, int]:
         """Drops `namespace` (None: all) from L1, L3, the queued fills and the re-sync backlog.
@@ -895,13 +954,18 @@ class Cache(CacheNamespace):
             prefix = "" if namespace is None else namespace + ":"
             if any(key.startswith(prefix) for key in inflight):
                 await self._fills_done.wait()  # a fill in flight must not land after the UNLINKs
-        message = encode_flush_message(self.instance_id, namespace)
+        at = time.time()
+        field = "*" if namespace is None else namespace
+        self._saw_flush(field, at)
+        message = encode_flush_message(self.instance_id, namespace, at)
         # Told first, the other instances stop back-filling Redis from their L3 during the walk;
         # told again after it, they drop what they read from Redis before the UNLINKs.
         await l2.publish(self.channel, message)
         pattern = glob_escape(self.key_prefix) + ("*" if namespace is None else namespace + ":*")
         removed, complete = await l2.unlink_matching(pattern)
-        if complete and await l2.publish(self.channel, message):
+        # Logged after the walk (a flush of everything removes the log too) and before the last
+        # message: an instance that misses the messages finds the flush there when it comes back.
+        if complete and await l2.log_flush(self.flush_log_key, field, at) and await l2.publish(self.channel, message):
             self.metrics.invalidations_sent.inc()
             return removed, True
         return removed, False
@@ -970,3 +1034,8 @@ class Cache(CacheNamespace):
             self._gens[slot] += 1
         self._l1.clear()
         log.info("cache.invalidation.resubscribed", l1="cleared")
+        # A flush message may have been missed too: its L3 part is caught up from the flush log.
+        if self._catch_up_task is None or self._catch_up_task.done():
+            self._catch_up_task = asyncio.get_running_loop().create_task(
+                self._catch_up_flushes(), name="hulk-cache-flush-catch-up"
+            )

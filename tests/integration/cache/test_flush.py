@@ -118,7 +118,7 @@ async def test_flushing_everything_keeps_other_data_in_redis(
     async with raw_redis(redis_server.url) as raw:
         await raw.set("unrelated", b"kept")
         assert await cache.flush() == 4 + 5 + 4
-        assert await raw.keys(PREFIX + "*") == []
+        assert await raw.keys(PREFIX + "*") == [PREFIX.encode() + b"flushes"]  # only the flush log
         assert await stored(raw, "unrelated") == b"kept"
     assert len(cache._l1) == 0
     assert await _l3_record(cache, "b:x") is None
@@ -170,3 +170,49 @@ async def test_a_bad_namespace_is_refused(make_cache: CacheFactory) -> None:
         await cache.flush("a:b")
     with pytest.raises(ValueError, match="namespace must be"):
         await cache.flush("")
+
+
+async def test_an_instance_that_was_away_during_a_flush_applies_it_to_its_l3_at_start(
+    redis_server: RedisServer, make_cache: CacheFactory, tmp_path: Path
+) -> None:
+    one = make_cache(l2_url=redis_server.url, instance_id="one")
+    two = make_cache(l2_url=redis_server.url, l3_path=str(tmp_path / "two"), instance_id="two")
+    await one.start()
+    await two.start()
+    await _filled(two)
+    await two.stop()  # its L3 keeps both namespaces
+    await one.flush("a")
+    await one.namespace("b").set("x", 11)
+
+    again = make_cache(l2_url=redis_server.url, l3_path=str(tmp_path / "two"), instance_id="two-again")
+    await again.start()
+    assert await _l3_record(again, "a:x") is None  # the logged flush is newer than its L3
+    assert await again.namespace("a").get("x") is None
+    assert await again.namespace("b").get("y") == 20
+    await again.namespace("a").set("z", "after")
+    await again.stop()
+
+    third = make_cache(l2_url=redis_server.url, l3_path=str(tmp_path / "two"), instance_id="two-third")
+    await third.start()
+    assert await _l3_record(third, "a:z") is not None  # written after the flush: kept
+
+
+async def test_a_missed_flush_message_is_caught_up_after_a_subscription_gap(
+    redis_server: RedisServer, make_cache: CacheFactory, tmp_path: Path
+) -> None:
+    one = make_cache(l2_url=redis_server.url, instance_id="one")
+    two = make_cache(l2_url=redis_server.url, l3_path=str(tmp_path / "two"), instance_id="two")
+    await one.start()
+    await two.start()
+    await _filled(two)
+    assert two._subscriber is not None
+    two._subscriber._on_flush = None  # as if the message never arrived
+    subscriber = two._subscriber
+    before = subscriber.received
+    await one.flush("a")
+    await wait_until(lambda: subscriber.received > before, what="the (ignored) message")
+    assert await _l3_record(two, "a:x") is not None
+    two._on_invalidation_gap()  # what a resubscription does
+    await wait_until(lambda: "a" in two._flushes_seen, what="the flush to be caught up")
+    assert await _l3_record(two, "a:x") is None
+    assert await _l3_record(two, "b:x") is not None

@@ -96,3 +96,9 @@ def test_flush_messages_round_trip_and_bad_ones_are_malformed() -> None:
     assert parse_message(b'{"src": "me", "keys": [], "flush": 3}') is None
     assert parse_message(b"[1]") is None
     assert decode_message(encode_flush_message("me", "t1")) == ("me", [])  # what an older reader sees
+
+
+def test_a_flush_message_carries_its_time() -> None:
+    assert parse_message(encode_flush_message("me", "t1", 12.5)) == Invalidation("me", [], True, "t1", 12.5)
+    assert parse_message(b'{"src": "me", "keys": [], "flush": "t1"}') == Invalidation("me", [], True, "t1", 0.0)
+    assert parse_message(b'{"src": "me", "keys": [], "flush": "t1", "at": "x"}') is None
