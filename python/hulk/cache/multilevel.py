@@ -976,8 +976,10 @@ class Cache(CacheNamespace):
         Removes the namespace's entries from this instance's L1 and L3, from Redis (SCAN for the
         keys under this cache's `key_prefix` and namespace, UNLINK in batches; never FLUSHDB, so
         other data in the same Redis database is untouched), and tells the other instances, over the
-        invalidation channel, to drop it from their L1 and L3. Values computed or read before the
-        flush and still in flight are not stored afterwards.
+        invalidation channel, to drop it from their L1 and L3 (the flush is also logged in Redis,
+        for instances that miss the message). A value read from Redis or L3 before the flush and
+        still in flight is not stored afterwards; a value being computed is stored when it is ready,
+        like one computed just after the flush.
 
         With Redis unavailable the flush still empties L1 and L3 here and does not raise: the cache
         runs degraded, and the Redis part (and the message to the other instances) is done when
