@@ -1,5 +1,6 @@
 """`Cache.flush` without Redis: L1 and L3 of one namespace, or all, and the L1 key index's bound."""
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -78,5 +79,35 @@ async def test_a_flush_received_from_another_instance_drops_the_namespace_here()
         assert cache.metrics_snapshot()["invalidations"]["received"] == 1
         cache._on_flushed(None)
         assert await cache.namespace("b").get("x") is None
+    finally:
+        await cache.stop()
+
+
+async def test_a_read_in_flight_during_a_flush_does_not_put_its_value_back(tmp_path: Path) -> None:
+    cache = Cache(l3_path=str(tmp_path / "l3"))
+    await cache.start()
+    try:
+        await cache.namespace("a").set("x", 1)
+        cache._l1.clear()
+        l3 = cache._l3
+        assert l3 is not None
+        real_get_many = l3.get_many
+        reading, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_get_many(keys: list[bytes]) -> dict[bytes, bytes]:
+            found = await real_get_many(keys)  # read before the flush...
+            reading.set()
+            await release.wait()  # ...and returned after it
+            return found
+
+        l3.get_many = slow_get_many  # type: ignore[method-assign]
+        read = asyncio.create_task(cache.namespace("a").get("x"))
+        await reading.wait()
+        await cache.flush("a")
+        release.set()
+        assert await read == 1  # the caller gets what it read
+        assert "a:x" not in cache._l1  # but the flushed value is not cached again
+        l3.get_many = real_get_many  # type: ignore[method-assign]
+        assert await cache.namespace("a").get("x") is None
     finally:
         await cache.stop()
