@@ -222,7 +222,9 @@ class FastConnection:
             ResponseError: Redis answered with an error.
             OSError: the connection failed or timed out (`ConnectionError`, `TimeoutError`).
         """
-        protocol = await self._connected()
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connected()
         reply = await protocol.send(pack(args), 1)[0]
         if isinstance(reply, ResponseError):
             raise reply
@@ -235,7 +237,9 @@ class FastConnection:
             ResponseError: Redis answered one of them with an error (after all replies are read).
             OSError: the connection failed or timed out.
         """
-        protocol = await self._connected()
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connected()
         futures = protocol.send(b"".join(pack(cmd) for cmd in commands), len(commands))
         replies = [await fut for fut in futures]
         for reply in replies:
