@@ -4,6 +4,10 @@ An instance that overwrites or deletes keys publishes one message on the channel
 pipeline as the write itself: `{"src": <instance id>, "keys": [<full keys>]}` (orjson). Every other
 instance subscribed to the channel drops those keys from its L1 and L3 when the message arrives.
 
+A flush (`Cache.flush`) publishes `{"src": <instance id>, "keys": [], "flush": <namespace or null>}`:
+every other instance drops that namespace (null: everything) from its L1 and L3. An older subscriber
+reads it as an invalidation of no key and ignores it.
+
 The bound (documented in `hulk.cache`): while an instance's subscription is up, it stops serving an
 overwritten or deleted key from L1 as soon as the message arrives, one Redis hop after the write
 (well under a millisecond on a LAN); a read that was in flight when the message arrived does not put
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import structlog
@@ -35,8 +39,31 @@ def encode_message(source: str, keys: list[str]) -> bytes:
     return orjson.dumps({"src": source, "keys": keys})
 
 
-def decode_message(data: bytes) -> tuple[str, list[str]] | None:
-    """(source, keys) of a message, or None when it is malformed."""
+def encode_flush_message(source: str, namespace: str | None, at: float = 0.0) -> bytes:
+    """The message that tells the other instances to drop `namespace` (None: every namespace), flushed at `at`."""
+    return orjson.dumps({"src": source, "keys": [], "flush": namespace, "at": at})
+
+
+class Invalidation(NamedTuple):
+    """A decoded message.
+
+    Attributes:
+        source: the id of the instance that sent it.
+        keys: the full keys ("<namespace>:<key>") to drop.
+        flush: True when the message is a flush of `namespace`.
+        namespace: the flushed namespace, None for every namespace (only meaningful with `flush`).
+        at: when the flush was made (wall-clock epoch seconds; 0.0 when the sender did not say).
+    """
+
+    source: str
+    keys: list[str]
+    flush: bool = False
+    namespace: str | None = None
+    at: float = 0.0
+
+
+def parse_message(data: bytes) -> Invalidation | None:
+    """The invalidation or flush carried by a message, or None when it is malformed."""
     try:
         message = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -46,7 +73,18 @@ def decode_message(data: bytes) -> tuple[str, list[str]] | None:
     source, keys = message.get("src"), message.get("keys")
     if not isinstance(source, str) or not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         return None
-    return source, keys
+    if "flush" not in message:
+        return Invalidation(source, keys)
+    namespace, at = message["flush"], message.get("at", 0.0)
+    if (namespace is not None and not isinstance(namespace, str)) or not isinstance(at, int | float):
+        return None
+    return Invalidation(source, keys, True, namespace, float(at))
+
+
+def decode_message(data: bytes) -> tuple[str, list[str]] | None:
+    """(source, keys) of a message, or None when it is malformed."""
+    parsed = parse_message(data)
+    return None if parsed is None else (parsed.source, parsed.keys)
 
 
 class Subscriber:
@@ -58,6 +96,7 @@ class Subscriber:
         instance_id: this instance's id (its own messages are ignored).
         on_keys: called with the keys of each message from another instance.
         on_gap: called after (re)subscribing when messages may have been missed.
+        on_flush: called with the namespace (None: all) and the time of each flush from another instance.
         is_up: tells whether L2 is believed reachable (the subscriber waits while it is not).
         retry_interval: seconds between subscription attempts while they fail.
     """
@@ -70,6 +109,7 @@ class Subscriber:
         instance_id: str,
         on_keys: Callable[[list[str]], None],
         on_gap: Callable[[], None],
+        on_flush: Callable[[str | None, float], None] | None = None,
         is_up: Callable[[], bool],
         retry_interval: float = 0.5,
     ) -> None:
@@ -78,6 +118,7 @@ class Subscriber:
         self.instance_id = instance_id
         self._on_keys = on_keys
         self._on_gap = on_gap
+        self._on_flush = on_flush
         self._is_up = is_up
         self.retry_interval = retry_interval
         self.subscribed = False
@@ -147,11 +188,15 @@ class Subscriber:
                 continue
             if message.get("type") != "message":
                 continue
-            decoded = decode_message(message["data"])
+            decoded = parse_message(message["data"])
             if decoded is None:
                 self.malformed += 1
                 continue
-            source, keys = decoded
-            if source != self.instance_id:
-                self.received += 1
-                self._on_keys(keys)
+            if decoded.source == self.instance_id:
+                continue
+            self.received += 1
+            if decoded.flush:
+                if self._on_flush is not None:
+                    self._on_flush(decoded.namespace, decoded.at)
+            else:
+                self._on_keys(decoded.keys)

@@ -1,7 +1,10 @@
 """L2: Redis through redis-py's asyncio client, guarded by the native `CircuitBreaker`.
 
 Every operation is one round trip (GET, MGET, or a non-transactional pipeline for the multi-key
-writes and their invalidation message). Calls are bounded by short socket timeouts; the breaker
+writes and their invalidation message). For a plain `redis://` URL, the reads and writes of the
+read path (MGET, GET, and the write pipelines) go through one lean pipelined connection
+(`hulk.cache.resp`), which costs a quarter of redis-py's per-call overhead; redis-py serves the rest
+(PING, SCAN, UNLINK, PUBLISH, pub/sub) and every other URL. Calls are bounded by short socket timeouts; the breaker
 counts failures and opens after a few, and while it is not closed the cache's calls skip Redis at
 once (no socket is touched), so a dead Redis costs callers nothing after the first failures.
 
@@ -14,6 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
@@ -21,11 +27,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 
 from hulk._native import CircuitBreaker
 from hulk.cache._tasks import stop_task
 from hulk.cache.metrics import CacheMetrics
+from hulk.cache.resp import FastConnection, supports
 
 log = structlog.get_logger("hulk.cache.l2")
 
@@ -44,17 +51,32 @@ class Unavailable:
 
 UNAVAILABLE: Final = Unavailable()
 
-# SET unless the key holds a live value: absent keys and tombstones (records starting with "t") are
-# replaced. Sent with EVAL, which Redis caches by digest: no SCRIPT LOAD round trip per pipeline.
+# For each key: SET unless it holds a live value (absent keys and tombstones, records starting with
+# "t", are replaced). ARGV holds (record, ttl in ms or "") per key. One script call per batch, not one
+# per key: Redis runs one Lua invocation for the whole batch. Sent as EVALSHA (EVAL on NOSCRIPT), so
+# the script's text and its digest are not sent or computed on every batch.
 _FILL_SCRIPT = """
-local current = redis.call('GET', KEYS[1])
-if current and string.byte(current, 1) ~= 116 then return 0 end
-if ARGV[2] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
-return 1
+local written = 0
+for i, key in ipairs(KEYS) do
+  local current = redis.call('GET', key)
+  if not current or string.byte(current, 1) == 116 then
+    local ttl = ARGV[2 * i]
+    if ttl == '' then
+      redis.call('SET', key, ARGV[2 * i - 1])
+    else
+      redis.call('SET', key, ARGV[2 * i - 1], 'PX', ttl)
+    end
+    written = written + 1
+  end
+end
+return written
 """
+_FILL_SHA = hashlib.sha1(_FILL_SCRIPT.encode(), usedforsecurity=False).hexdigest()  # Redis names scripts by SHA-1
 
 # A failure that makes Redis unavailable for the cache: redis-py's errors and socket errors.
 _FAILURES = (RedisError, OSError)
+
+_GLOB_SPECIAL = re.compile(r"[*?\[\]\\]")
 
 
 def redact_url(url: str) -> str:
@@ -65,6 +87,23 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def glob_escape(text: str) -> str:
+    """`text` with the characters special to Redis glob patterns (`*`, `?`, `[`, `]`, backslash) escaped."""
+    return _GLOB_SPECIAL.sub(r"\\\g<0>", text)
+
+
+async def _fast_pipeline(fast: FastConnection, commands: list[tuple[str | bytes | int, ...]]) -> list[Any]:
+    try:
+        return await fast.pipeline(commands)
+    except ResponseError as exc:
+        if not str(exc).startswith("NOSCRIPT"):
+            raise
+    # Redis does not know the script yet (first use, restart, SCRIPT FLUSH): EVAL loads it. The other
+    # commands of such a pipeline are a PUBLISH at most: sending it again is harmless.
+    retried = [("EVAL", _FILL_SCRIPT, *cmd[2:]) if cmd[0] == "EVALSHA" else cmd for cmd in commands]
+    return await fast.pipeline(retried)
 
 
 class RedisLevel:
@@ -105,6 +144,9 @@ class RedisLevel:
             socket_connect_timeout=connect_timeout,
         )
         self.client: Redis = Redis(connection_pool=self._pool)
+        self._fast: FastConnection | None = (
+            FastConnection(url, timeout=socket_timeout, connect_timeout=connect_timeout) if supports(url) else None
+        )
         self._down = False
         self._wake = asyncio.Event()
         self._probe_task: asyncio.Task[None] | None = None
@@ -146,6 +188,8 @@ class RedisLevel:
         await stop_task(task)
         for batch_task in list(self._batch_tasks):
             await stop_task(batch_task)
+        if self._fast is not None:
+            self._fast.close()
         with contextlib.suppress(*_FAILURES):
             await self.client.aclose()
         with contextlib.suppress(*_FAILURES):
@@ -203,13 +247,16 @@ class RedisLevel:
         else:
             self.last_error = f"{type(exc).__name__}: {exc}"
 
-    async def _call(self, op: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call(self, op: Callable[[], Awaitable[Any]], *, pooled: bool = True) -> Any:
         if self._down or self.breaker.state != "closed" or not self.breaker.allow():
             self.metrics.l2_skipped.inc()
             return UNAVAILABLE
         started = time.perf_counter()
         try:
-            async with self._slots:
+            if pooled:
+                async with self._slots:
+                    result = await op()
+            else:  # the lean connection is pipelined: no pool slot to wait for
                 result = await op()
         except MaxConnectionsError:
             self.breaker.release()  # our pool is exhausted (by another user of it): not Redis's fault
@@ -228,6 +275,10 @@ class RedisLevel:
 
     async def get(self, key: str) -> bytes | Unavailable | None:
         """The stored record of `key`, None when absent, or UNAVAILABLE."""
+        fast = self._fast
+        if fast is not None:
+            found: bytes | Unavailable | None = await self._call(lambda: fast.execute("GET", key), pooled=False)
+            return found
         result: bytes | Unavailable | None = await self._call(lambda: self.client.get(key))
         return result
 
@@ -253,6 +304,12 @@ class RedisLevel:
         return await fut
 
     async def _mget(self, keys: Sequence[str]) -> list[bytes | None] | Unavailable:
+        fast = self._fast
+        if fast is not None:
+            found: list[bytes | None] | Unavailable = await self._call(
+                lambda: fast.execute("MGET", *keys), pooled=False
+            )
+            return found
         result: list[bytes | None] | Unavailable = await self._call(lambda: self.client.mget(keys))
         return result
 
@@ -297,13 +354,31 @@ class RedisLevel:
         Returns:
             True when Redis took every command; False when it was unavailable.
         """
+        fill_args: list[str | bytes | int] = []
+        if fill and entries:
+            fill_args = [len(entries), *(key for key, _, _ in entries)]
+            for _, record, ttl_ms in entries:
+                fill_args += (record, "" if ttl_ms is None else ttl_ms)
+        fast = self._fast
+        if fast is not None:
+            commands: list[tuple[str | bytes | int, ...]] = []
+            if fill_args:
+                commands.append(("EVALSHA", _FILL_SHA, *fill_args))
+            elif not fill:
+                for key, record, ttl_ms in entries:
+                    commands.append(("SET", key, record) if ttl_ms is None else ("SET", key, record, "PX", ttl_ms))
+            if channel is not None and message is not None:
+                commands.append(("PUBLISH", channel, message))
+            if not commands:
+                return True
+            return await self._call(lambda: _fast_pipeline(fast, commands), pooled=False) is not UNAVAILABLE
 
         async def run() -> list[Any]:
             async with self.client.pipeline(transaction=False) as pipe:
-                for key, record, ttl_ms in entries:
-                    if fill:
-                        pipe.eval(_FILL_SCRIPT, 1, key, record, "" if ttl_ms is None else ttl_ms)
-                    else:
+                if fill_args:
+                    pipe.eval(_FILL_SCRIPT, len(entries), *fill_args[1:])
+                elif not fill:
+                    for key, record, ttl_ms in entries:
                         pipe.set(key, record, px=ttl_ms)
                 if channel is not None and message is not None:
                     pipe.publish(channel, message)
@@ -311,6 +386,57 @@ class RedisLevel:
                 return replies
 
         return await self._call(run) is not UNAVAILABLE
+
+    async def unlink_matching(self, pattern: str, *, batch: int = 1000) -> tuple[int, bool]:
+        """Removes the keys that match the glob `pattern`: SCAN with MATCH, then UNLINK, one batch at a time.
+
+        Never FLUSHDB: other data may share the database. Each SCAN and each UNLINK is one guarded
+        call, so a Redis that stops answering midway ends the walk (what was removed stays removed).
+
+        Args:
+            pattern: a glob for SCAN's MATCH (escape the literal part with `glob_escape`).
+            batch: the COUNT hint of each SCAN.
+
+        Returns:
+            (keys removed, True when the whole key space was walked).
+        """
+        removed = 0
+        cursor: int = 0
+        while True:
+            answer = await self._call(functools.partial(self.client.scan, cursor, match=pattern, count=batch))
+            if isinstance(answer, Unavailable):
+                return removed, False
+            cursor, keys = answer
+            if keys:
+                unlinked = await self._call(functools.partial(self.client.unlink, *keys))
+                if isinstance(unlinked, Unavailable):
+                    return removed, False
+                removed += int(unlinked)
+            if not cursor:
+                return removed, True
+
+    async def log_flush(self, key: str, field: str, at: float) -> bool:
+        """Records in the hash `key` that `field` (a namespace, or "*") was flushed at `at`; False if unavailable."""
+        fast = self._fast
+        if fast is not None:
+            return await self._call(lambda: fast.execute("HSET", key, field, repr(at)), pooled=False) is not UNAVAILABLE
+        return await self._call(lambda: self.client.hset(key, field, repr(at))) is not UNAVAILABLE
+
+    async def read_flush_log(self, key: str) -> dict[str, float] | Unavailable:
+        """The flushes recorded in the hash `key` (field: time), or UNAVAILABLE."""
+        fast = self._fast
+        if fast is not None:
+            flat = await self._call(lambda: fast.execute("HGETALL", key), pooled=False)
+            answer = flat if isinstance(flat, Unavailable) else dict(zip(flat[::2], flat[1::2], strict=True))
+        else:
+            answer = await self._call(lambda: self.client.hgetall(key))
+        if isinstance(answer, Unavailable):
+            return answer
+        found: dict[str, float] = {}
+        for field, value in answer.items():
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                found[field.decode()] = float(value)
+        return found
 
     async def publish(self, channel: str, message: bytes) -> bool:
         """Publishes `message` on `channel`; False when Redis was unavailable."""

@@ -53,10 +53,15 @@ class RocksLevel:
         self.error: str | None = None
         self.set_aside: list[str] = []
         self.corrupt_records = 0
+        self.meta: dict[str, bytes] = {}
+        """The metadata records read when the database was opened (see `put_meta`)."""
         self._db: Any = None
         self._keys: set[bytes] = set()
         self._pending: dict[bytes, bytes | None] = {}
         self._flushing: dict[bytes, bytes | None] = {}
+        # Key ranges [begin, end) dropped by `drop_prefix`, deleted on disk by the next snapshot,
+        # before (in the same batch as) the writes staged after the drop.
+        self._ranges: list[tuple[bytes, bytes]] = []
         self._executor: ThreadPoolExecutor | None = None
         self._flush_lock = asyncio.Lock()
         self.flush_wanted = asyncio.Event()
@@ -89,10 +94,16 @@ class RocksLevel:
     def _open_sync(self) -> L3Status:
         try:
             self._db = _open_rdict(self.path)
-            self._keys = set(self._db.keys())
+            self._keys = set()
+            for key in self._db.keys():  # noqa: SIM118  # a raw-mode Rdict cannot be iterated directly
+                if key.startswith(_META):
+                    self.meta[key[len(_META) :].decode(errors="replace")] = self._db[key]
+                else:
+                    self._keys.add(key)
             return "ok"
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
+            self.meta = {}
             log.error("cache.l3.unreadable", path=str(self.path), error=self.error)
         aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
         try:
@@ -131,12 +142,60 @@ class RocksLevel:
             return True, self._flushing[key]
         return False, None
 
+    def put_meta(self, name: str, value: bytes) -> None:
+        """Stages a metadata record (kept apart from the entries: never read as one, never dropped)."""
+        if self._db is not None:
+            self.meta[name] = value
+            self._pending[_META + name.encode()] = value
+
+    def drop_prefix(self, prefix: bytes | None) -> int:
+        """Removes every entry whose key starts with `prefix` (every entry when None).
+
+        The entries disappear for readers at once (the in-memory key set and the stage forget them);
+        the disk is cleaned by the next snapshot with one range delete, written before anything
+        staged afterwards, so a value written after the drop survives it.
+
+        Returns:
+            How many entries L3 held under the prefix (on disk or staged).
+        """
+        if self._db is None:
+            return 0
+        if prefix is None:
+            dropped = len(self._keys)
+            self._keys = set()
+            self._pending = {}
+            self._flushing = {}  # the snapshot in progress keeps its own reference to what it writes
+            # Every key is "<namespace>:<key>" in UTF-8 and namespaces are ASCII: all sort below 0xff.
+            self._ranges.append((_FIRST_ENTRY, b"\xff"))
+        else:
+            doomed = {key for key in self._keys if key.startswith(prefix)}
+            dropped = len(doomed)
+            self._keys -= doomed
+            self._pending = {k: v for k, v in self._pending.items() if not k.startswith(prefix)}
+            self._flushing = {k: v for k, v in self._flushing.items() if not k.startswith(prefix)}
+            self._ranges.append((prefix, _prefix_end(prefix)))
+        self.flush_wanted.set()
+        return dropped
+
+    def _lookup_in_memory(self, key: bytes) -> tuple[bool, bytes | None]:
+        """(answered, record) without touching the disk: from the stage, the key set or the block cache."""
+        staged, record = self._staged(key)
+        if staged or key not in self._keys:
+            return True, record
+        # RocksDB's KeyMayExist reads only the memtables and the block cache (no IO): a hot key
+        # is answered here, skipping the hop to the worker thread, which costs more than the read.
+        found = self._db.key_may_exist(key, True)
+        if found[1] is not None:
+            value: bytes = found[1]
+            return True, value
+        return not found[0], None
+
     async def get(self, key: bytes) -> bytes | None:
         """The record of `key`, from the stage or the disk; None when absent (or L3 is disabled)."""
         if self._db is None:
             return None
-        staged, record = self._staged(key)
-        if staged or key not in self._keys:
+        answered, record = self._lookup_in_memory(key)
+        if answered:
             return record
         return await self._run(self._get_sync, key)
 
@@ -154,10 +213,9 @@ class RocksLevel:
         found: dict[bytes, bytes] = {}
         rest: list[bytes] = []
         for key in keys:
-            staged, record = self._staged(key)
-            if not staged:
-                if key in self._keys:
-                    rest.append(key)
+            answered, record = self._lookup_in_memory(key)
+            if not answered:
+                rest.append(key)
             elif record is not None:
                 found[key] = record
         if rest:
@@ -178,15 +236,19 @@ class RocksLevel:
             How many entries were written (0 when nothing was staged or L3 is disabled).
         """
         async with self._flush_lock:
-            if self._db is None or not self._pending:
+            if self._db is None or not (self._pending or self._ranges):
                 self.flush_wanted.clear()
                 return 0
             self._flushing, self._pending = self._pending, {}
+            ranges, self._ranges = self._ranges, []
             self.flush_wanted.clear()
             try:
-                await self._run(self._write_sync, self._flushing)
+                # Shielded: cancelling a job the worker thread has not started would drop the batch
+                # (run_in_executor cancels it), and the stage no longer holds it.
+                await asyncio.shield(self._run(self._write_sync, self._db, self._flushing, ranges))
             except Exception as exc:
                 # Keep what could not be written, unless a newer write replaced it meanwhile.
+                self._ranges[:0] = ranges
                 for key, record in self._flushing.items():
                     self._pending.setdefault(key, record)
                 log.error("cache.l3.snapshot_failed", path=str(self.path), error=f"{type(exc).__name__}: {exc}")
@@ -196,11 +258,13 @@ class RocksLevel:
                 self._flushing = {}
             return written
 
-    def _write_sync(self, entries: dict[bytes, bytes | None]) -> None:
-        db = self._db
-        if db is None:
-            return
+    @staticmethod
+    def _write_sync(db: Any, entries: dict[bytes, bytes | None], ranges: list[tuple[bytes, bytes]]) -> None:
+        # `db` is the database of when the batch was taken: a close queued behind this job has
+        # already cleared `self._db`, and the batch must still be written before it.
         batch = WriteBatch(raw_mode=True)
+        for begin, end in ranges:
+            batch.delete_range(begin, end)
         for key, record in entries.items():
             if record is None:
                 batch.delete(key)
@@ -222,7 +286,8 @@ class RocksLevel:
             return []
         hot, dropped = await self._run(self._load_hot_sync, limit, now)
         self._keys.difference_update(dropped)
-        return hot
+        # A key dropped by `drop_prefix` may still be on disk until the next snapshot.
+        return [(key, record) for key, record in hot if key in self._keys]
 
     def _load_hot_sync(self, limit: int, now: float) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
         db = self._db
@@ -231,7 +296,7 @@ class RocksLevel:
         doomed = WriteBatch(raw_mode=True)
         dropped: list[bytes] = []
         live: list[tuple[float, bytes, bytes]] = []
-        for key, record in db.items():
+        for key, record in db.items(from_key=_FIRST_ENTRY):
             try:
                 expires_at = expires_at_of(record)
             except CorruptRecord:
@@ -266,6 +331,16 @@ class RocksLevel:
         for key in keys:
             self.corrupt_records += 1
             self.delete(key)
+
+
+# Metadata keys start with a byte no namespace can start with, and sort before every entry.
+_META = b"\x00meta:"
+_FIRST_ENTRY = b"\x01"
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The smallest key above every key that starts with `prefix` (which ends below 0xff: ":")."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
 def _open_rdict(path: Path) -> Any:

@@ -17,13 +17,14 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, TypeVar, overload
 from urllib.parse import urlsplit
 
+import orjson
 import structlog
 
 from hulk._native import CircuitBreaker, L1Cache
 from hulk.cache._tasks import stop_task
 from hulk.cache.codec import CorruptRecord, Record, check_namespace, decode, encode, tombstone
-from hulk.cache.invalidation import Subscriber, encode_message
-from hulk.cache.l2_redis import RedisLevel, Unavailable, redact_url
+from hulk.cache.invalidation import Subscriber, encode_flush_message, encode_message
+from hulk.cache.l2_redis import RedisLevel, Unavailable, glob_escape, redact_url
 from hulk.cache.l3_rocks import RocksLevel
 from hulk.cache.metrics import L1_LATENCY_SAMPLE, CacheMetrics
 from hulk.cache.singleflight import SingleFlight
@@ -37,6 +38,17 @@ _GEN_SLOTS = 1024
 _RESYNC_CHUNK = 1000
 _FILL_COALESCE = 0.002
 _L2_SCHEMES = ("redis", "rediss", "unix")
+_FLUSHES_SEEN = "flushes_seen"  # L3 metadata: the flushes (namespace or "*" -> time) applied to it
+# The L1 key index may hold this many times `l1_size` keys (evicted ones included) before it is pruned.
+_L1_INDEX_SLACK = 2
+
+
+def _valid_namespace(name: str) -> bool:
+    try:
+        check_namespace(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _ttl_ms(expires_at: float, now: float) -> int | None:
@@ -275,6 +287,19 @@ class Cache(CacheNamespace):
         self.max_dirty = max_dirty
         self.metrics = CacheMetrics()
         self._l1 = L1Cache(l1_size, ttl=self.l1_ttl)
+        # The keys put in L1, so a flush can find a namespace's entries (L1 cannot list its keys);
+        # evicted keys linger until the next prune, which keeps at most a few times `l1_size`.
+        self._l1_keys: set[str] = set()
+        self._l1_index_limit = _L1_INDEX_SLACK * l1_size + 1024
+        # Namespaces (None: all) flushed locally while Redis was away: flushed in Redis when it is back.
+        self._pending_flushes: set[str | None] = set()
+        self._flush_retry_task: asyncio.Task[None] | None = None
+        # The flush log (a Redis hash, namespace or "*" -> time) covers the flush messages an instance
+        # missed: read at start and after a subscription gap, a flush newer than what this instance
+        # holds (and not yet applied) is applied here too.
+        self.flush_log_key = key_prefix + "flushes"
+        self._flushes_seen: dict[str, float] = {}
+        self._catch_up_task: asyncio.Task[None] | None = None
         self._flights: SingleFlight[Any] = SingleFlight()
         self._gens = [0] * _GEN_SLOTS
         self._l2: RedisLevel | None = None
@@ -324,6 +349,10 @@ class Cache(CacheNamespace):
             log.warning("cache.l2.disabled", reason="no l2_url", mode=self.mode)
         else:
             await self._start_l2(self.l2_url)
+        # L1 starts empty: only L3 can hold what a flush made while this instance was away removed.
+        # The flushes its L3 has seen are recorded in it; one it has no record of is applied.
+        self._flushes_seen = self._l3_flushes_seen()
+        await self._catch_up_flushes()
         await self._warm_up()
         if self._l3 is not None and self._l3.available:
             self._snapshot_task = asyncio.create_task(self._snapshot_loop(), name="hulk-cache-l3-snapshots")
@@ -358,6 +387,7 @@ class Cache(CacheNamespace):
             instance_id=self.instance_id,
             on_keys=self._on_invalidated,
             on_gap=self._on_invalidation_gap,
+            on_flush=self._on_flushed,
             is_up=lambda: self._l2 is not None and self._l2.up,
             retry_interval=self.l2_retry_interval,
         )
@@ -392,9 +422,9 @@ class Cache(CacheNamespace):
         self._state = "stopping"
         if self._fill_wake is not None:
             self._fill_wake.set()  # the fill loop ends by itself, even if a client swallowed a cancel
-        for task in (self._snapshot_task, self._fill_task):
+        for task in (self._snapshot_task, self._fill_task, self._flush_retry_task, self._catch_up_task):
             await stop_task(task)
-        self._snapshot_task = self._fill_task = None
+        self._snapshot_task = self._fill_task = self._flush_retry_task = self._catch_up_task = None
         try:
             async with asyncio.timeout(timeout):
                 await self._flush_fills()
@@ -578,8 +608,16 @@ class Cache(CacheNamespace):
             if remaining <= 0:
                 return False
             ttl = min(ttl, remaining)
-        self._l1.set(full, record.value, ttl=ttl)
+        self._l1_set(full, record.value, ttl)
         return True
+
+    def _l1_set(self, full: str, value: Any, ttl: float) -> None:
+        self._l1.set(full, value, ttl=ttl)
+        keys = self._l1_keys
+        keys.add(full)
+        if len(keys) > self._l1_index_limit:
+            l1 = self._l1
+            self._l1_keys = {key for key in keys if key in l1}
 
     def _bump(self, full: str) -> None:
         self._gens[hash(full) % _GEN_SLOTS] += 1
@@ -636,15 +674,16 @@ class Cache(CacheNamespace):
                     continue
                 metrics.l3_hit.inc()
                 hits.append((fulls[i], decoded, record, i, False))
-                if fulls[i] in l2_missed:
-                    ttl_ms = max(1, int((decoded.expires_at - now) * 1000)) if decoded.expires_at else None
-                    backfill.append((self.key_prefix + fulls[i], record, ttl_ms))
         for full, decoded, record, i, from_l2 in hits:
             found[full] = decoded.value
             if self._gens[hash(full) % _GEN_SLOTS] == gens[i]:
+                # Unchanged meanwhile (no write, invalidation or flush): safe to keep and to spread.
                 self._fill_l1(full, decoded, now)
-                if from_l2 and l3 is not None:
-                    l3.put(full.encode(), record)
+                if from_l2:
+                    if l3 is not None:
+                        l3.put(full.encode(), record)
+                elif full in l2_missed:
+                    backfill.append((self.key_prefix + full, record, _ttl_ms(decoded.expires_at, now)))
         if backfill and l2 is not None:
             await l2.write(backfill, fill=True)
         return found
@@ -673,7 +712,9 @@ class Cache(CacheNamespace):
             # Let the values computed in the next moment join this batch: one round trip for many.
             await asyncio.sleep(_FILL_COALESCE)
             self._fill_wake.clear()
-            await self._flush_fills()
+            # One batch, then back to coalescing: looping on what arrived during the write would send
+            # one tiny batch per round trip (one per miss for a serial caller).
+            await self._flush_fills(once=True)
 
     def _queue_fills(self, fulls: list[str], records: list[bytes], expires_at: float) -> None:
         l2 = self._l2
@@ -686,10 +727,16 @@ class Cache(CacheNamespace):
             self._fills[full] = (record, expires_at)
         self._fill_wake.set()
 
-    async def _flush_fills(self) -> None:
-        """Writes the queued computed values to L2 (only where no live value is there), in batches."""
+    async def _flush_fills(self, *, once: bool = False) -> None:
+        """Writes the queued computed values to L2 (only where no live value is there), in batches.
+
+        Args:
+            once: write what is queued now, not what is queued meanwhile.
+        """
         l2 = self._l2
-        while self._fills and l2 is not None:
+        more = True
+        while more and self._fills and l2 is not None:
+            more = not once
             batch, self._fills = self._fills, {}
             self._fills_inflight = batch
             done = self._fills_done = asyncio.Event()
@@ -733,7 +780,7 @@ class Cache(CacheNamespace):
             value = decode(record).value
             values.append(value)
             self._bump(full)
-            self._l1.set(full, value, ttl=l1_ttl)
+            self._l1_set(full, value, l1_ttl)
             if l3 is not None:
                 l3.put(full.encode(), record)
         self.metrics.sets.inc(len(items))
@@ -782,6 +829,8 @@ class Cache(CacheNamespace):
     async def _on_l2_recover(self) -> None:
         if self._subscriber is not None:
             self._subscriber.notify_up()
+        if self._pending_flushes and not await self._replay_flushes():
+            return
         if self._l2 is None or not self._dirty:
             self._dirty_overflow = False
             return
@@ -822,9 +871,173 @@ class Cache(CacheNamespace):
                 l3.delete(full.encode())
         self.metrics.invalidations_received.inc(len(fulls))
 
+    def _on_flushed(self, namespace: str | None, at: float = 0.0) -> None:
+        """Another instance flushed `namespace` (None: everything) at `at`: drop it here too."""
+        self._flush_local(namespace)
+        self._saw_flush("*" if namespace is None else namespace, at)
+        self.metrics.invalidations_received.inc()
+        log.info("cache.flush.received", namespace=namespace)
+
+    async def _catch_up_flushes(self) -> None:
+        """Applies the logged flushes this instance may have missed (newer than what it holds or saw)."""
+        l2 = self._l2
+        if l2 is None or not l2.up:
+            return
+        logged = await l2.read_flush_log(self.flush_log_key)
+        if isinstance(logged, Unavailable):
+            return
+        for field, at in sorted(logged.items(), key=lambda item: item[1]):
+            if at > self._flushes_seen.get(field, 0.0):
+                namespace = None if field == "*" else field
+                if namespace is not None and not _valid_namespace(namespace):
+                    continue
+                self._flush_local(namespace)
+                self._saw_flush(field, at)
+                log.info("cache.flush.caught_up", namespace=namespace, flushed_at=at)
+
+    def _l3_flushes_seen(self) -> dict[str, float]:
+        l3 = self._l3
+        record = l3.meta.get(_FLUSHES_SEEN) if l3 is not None else None
+        if record is None:
+            return {}
+        try:
+            seen = orjson.loads(record)
+        except orjson.JSONDecodeError:
+            return {}
+        if not isinstance(seen, dict):
+            return {}
+        return {field: float(at) for field, at in seen.items() if isinstance(at, int | float)}
+
+    def _saw_flush(self, field: str, at: float) -> None:
+        """Records that the flush of `field` made at `at` is applied here (in L3 too, for restarts)."""
+        if at <= self._flushes_seen.get(field, 0.0):
+            return
+        self._flushes_seen[field] = at
+        if self._l3 is not None:
+            self._l3.put_meta(_FLUSHES_SEEN, orjson.dumps(self._flushes_seen))
+
+    def _flush_local(self, namespace: str | None) -> tuple[int, int]:
+        """Drops `namespace` (None: all) from L1, L3, the queued fills and the re-sync backlog.
+
+        Returns:
+            (L1 entries removed, L3 entries removed).
+        """
+        # A read in flight must not put back what it read before the flush: every generation moves.
+        for slot in range(_GEN_SLOTS):
+            self._gens[slot] += 1
+        l1 = self._l1
+        if namespace is None:
+            l1_removed = len(l1)
+            l1.clear()
+            self._l1_keys = set()
+            self._fills = {}
+            self._dirty = {}
+        else:
+            prefix = namespace + ":"
+            doomed = [key for key in self._l1_keys if key.startswith(prefix)]
+            l1_removed = sum(1 for key in doomed if l1.delete(key))
+            self._l1_keys.difference_update(doomed)
+            self._fills = {key: fill for key, fill in self._fills.items() if not key.startswith(prefix)}
+            self._dirty = {key: entry for key, entry in self._dirty.items() if not key.startswith(prefix)}
+        l3_removed = 0
+        if self._l3 is not None:
+            l3_removed = self._l3.drop_prefix(None if namespace is None else (namespace + ":").encode())
+        return l1_removed, l3_removed
+
+    async def _flush_l2(self, namespace: str | None) -> tuple[int, bool]:
+        """Removes `namespace` (None: all) from Redis and tells the other instances; (removed, complete)."""
+        l2 = self._l2
+        if l2 is None:
+            return 0, True
+        inflight = self._fills_inflight
+        if inflight and self._fills_done is not None:
+            prefix = "" if namespace is None else namespace + ":"
+            if any(key.startswith(prefix) for key in inflight):
+                await self._fills_done.wait()  # a fill in flight must not land after the UNLINKs
+        at = time.time()
+        field = "*" if namespace is None else namespace
+        self._saw_flush(field, at)
+        message = encode_flush_message(self.instance_id, namespace, at)
+        # Told first, the other instances stop back-filling Redis from their L3 during the walk;
+        # told again after it, they drop what they read from Redis before the UNLINKs.
+        await l2.publish(self.channel, message)
+        pattern = glob_escape(self.key_prefix) + ("*" if namespace is None else namespace + ":*")
+        removed, complete = await l2.unlink_matching(pattern)
+        # Logged after the walk (a flush of everything removes the log too) and before the last
+        # message: an instance that misses the messages finds the flush there when it comes back.
+        if complete and await l2.log_flush(self.flush_log_key, field, at) and await l2.publish(self.channel, message):
+            self.metrics.invalidations_sent.inc()
+            return removed, True
+        return removed, False
+
+    async def flush(self, namespace: str | None = None) -> int:
+        """Empties one namespace (a tenant's), or the whole cache, at every level and in every instance.
+
+        Removes the namespace's entries from this instance's L1 and L3, from Redis (SCAN for the
+        keys under this cache's `key_prefix` and namespace, UNLINK in batches; never FLUSHDB, so
+        other data in the same Redis database is untouched), and tells the other instances, over the
+        invalidation channel, to drop it from their L1 and L3 (the flush is also logged in Redis,
+        for instances that miss the message). A value read from Redis or L3 before the flush and
+        still in flight is not stored afterwards; a value being computed is stored when it is ready,
+        like one computed just after the flush.
+
+        With Redis unavailable the flush still empties L1 and L3 here and does not raise: the cache
+        runs degraded, and the Redis part (and the message to the other instances) is done when
+        Redis comes back, before anything written meanwhile is re-synced. Until then other
+        instances may serve the namespace from their L1 for up to `l1_ttl`.
+
+        Args:
+            namespace: the namespace to empty (as given to `namespace()`); None empties every one.
+
+        Returns:
+            How many entries were removed, summed over the levels: this instance's L1 entries, its
+            L3 entries (on disk or staged) and the Redis keys removed (tombstones of deleted keys
+            included). A key held in three levels counts three times; other instances' L1 and L3
+            entries are not counted.
+
+        Raises:
+            ValueError: `namespace` is not 1-128 characters of letters, digits, `_`, `.` and `-`.
+        """
+        if namespace is not None:
+            check_namespace(namespace)
+        l1_removed, l3_removed = self._flush_local(namespace)
+        l2_removed, complete = await self._flush_l2(namespace)
+        if not complete:
+            if namespace is None:
+                self._pending_flushes = {None}
+            elif None not in self._pending_flushes:
+                self._pending_flushes.add(namespace)
+            log.warning("cache.flush.l2_deferred", namespace=namespace, reason="l2 unavailable")
+            if self._flush_retry_task is None or self._flush_retry_task.done():
+                self._flush_retry_task = asyncio.create_task(self._flush_retry_loop(), name="hulk-cache-l2-flush")
+        log.info("cache.flushed", namespace=namespace, l1=l1_removed, l2=l2_removed, l3=l3_removed)
+        return l1_removed + l2_removed + l3_removed
+
+    async def _flush_retry_loop(self) -> None:
+        # A failure too brief to open the breaker brings no recovery callback: retry on a timer.
+        while self._pending_flushes and self._state not in ("stopping", "stopped"):
+            await asyncio.sleep(self.l2_retry_interval)
+            if self._l2 is not None and self._l2.up:
+                await self._replay_flushes()
+
+    async def _replay_flushes(self) -> bool:
+        """Does the Redis part of the flushes made while Redis was away; False if it went away again."""
+        for namespace in sorted(self._pending_flushes, key=lambda name: name or ""):
+            removed, complete = await self._flush_l2(namespace)
+            if not complete:
+                return False
+            self._pending_flushes.discard(namespace)
+            log.info("cache.flush.l2_replayed", namespace=namespace, l2=removed)
+        return True
+
     def _on_invalidation_gap(self) -> None:
         # Messages may have been missed while unsubscribed: nothing in L1 can be trusted any more.
         for slot in range(_GEN_SLOTS):
             self._gens[slot] += 1
         self._l1.clear()
         log.info("cache.invalidation.resubscribed", l1="cleared")
+        # A flush message may have been missed too: its L3 part is caught up from the flush log.
+        if self._catch_up_task is None or self._catch_up_task.done():
+            self._catch_up_task = asyncio.get_running_loop().create_task(
+                self._catch_up_flushes(), name="hulk-cache-flush-catch-up"
+            )

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from hulk.cache import Cache
-from hulk.cache.invalidation import decode_message, encode_message
+from hulk.cache.invalidation import Invalidation, decode_message, encode_flush_message, encode_message, parse_message
 from tests.conftest import CacheFactory
 from tests.integration.cache.helpers import raw_redis, wait_until
 from tests.servers import RedisServer
@@ -87,3 +87,18 @@ async def test_malformed_messages_are_ignored(
 def test_message_codec() -> None:
     assert decode_message(encode_message("me", ["a:b"])) == ("me", ["a:b"])
     assert decode_message(b"\xff") is None
+
+
+def test_flush_messages_round_trip_and_bad_ones_are_malformed() -> None:
+    assert parse_message(encode_flush_message("me", "t1")) == Invalidation("me", [], True, "t1")
+    assert parse_message(encode_flush_message("me", None)) == Invalidation("me", [], True, None)
+    assert parse_message(encode_message("me", ["a:b"])) == Invalidation("me", ["a:b"])
+    assert parse_message(b'{"src": "me", "keys": [], "flush": 3}') is None
+    assert parse_message(b"[1]") is None
+    assert decode_message(encode_flush_message("me", "t1")) == ("me", [])  # what an older reader sees
+
+
+def test_a_flush_message_carries_its_time() -> None:
+    assert parse_message(encode_flush_message("me", "t1", 12.5)) == Invalidation("me", [], True, "t1", 12.5)
+    assert parse_message(b'{"src": "me", "keys": [], "flush": "t1"}') == Invalidation("me", [], True, "t1", 0.0)
+    assert parse_message(b'{"src": "me", "keys": [], "flush": "t1", "at": "x"}') is None

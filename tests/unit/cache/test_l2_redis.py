@@ -1,7 +1,7 @@
 """The L2 level with nothing listening: every call is refused at once, the probe keeps trying."""
 
 from hulk._native import CircuitBreaker
-from hulk.cache.l2_redis import UNAVAILABLE, RedisLevel, redact_url
+from hulk.cache.l2_redis import UNAVAILABLE, RedisLevel, glob_escape, redact_url
 from hulk.cache.metrics import CacheMetrics
 from tests.integration.cache.helpers import wait_until
 from tests.servers import free_port
@@ -38,3 +38,8 @@ async def test_a_dead_redis_costs_callers_nothing_and_the_probe_keeps_trying() -
         assert level.outages == 1
     finally:
         await level.close()
+
+
+def test_glob_escape_makes_a_prefix_literal() -> None:
+    assert glob_escape("app[1]:*?\\") == "app\\[1\\]:\\*\\?\\\\"
+    assert glob_escape("hulk:cache:") == "hulk:cache:"

@@ -133,3 +133,54 @@ async def test_an_unusable_path_disables_l3_without_raising(tmp_path: Path) -> N
         assert await level.load_hot(10, time.time()) == []
     finally:
         await level.close()
+
+
+async def test_drop_prefix_forgets_staged_and_stored_entries_and_keeps_later_writes(tmp_path: Path) -> None:
+    level = RocksLevel(tmp_path / "l3")
+    assert await level.open() == "ok"
+    try:
+        level.put(b"a:1", b"old-1")
+        level.put(b"b:1", b"kept")
+        await level.flush()
+        level.put(b"a:2", b"old-2")  # staged only
+        level.delete(b"a:3")  # a staged delete is not an entry
+        assert level.drop_prefix(b"a:") == 2
+        assert await level.get(b"a:1") is None
+        assert await level.get_many([b"a:1", b"a:2", b"b:1"]) == {b"b:1": b"kept"}
+        assert level.flush_wanted.is_set()
+        level.put(b"a:1", b"new-1")  # after the drop: must survive the range delete
+        assert await level.flush() == 1
+        await level.close()
+
+        level = RocksLevel(tmp_path / "l3")
+        await level.open()
+        assert await level.get(b"a:1") == b"new-1"
+        assert await level.get(b"a:2") is None
+        assert await level.get(b"b:1") == b"kept"
+        assert level.drop_prefix(None) == 2
+        assert await level.get(b"b:1") is None
+        await level.flush()
+        await level.close()
+
+        level = RocksLevel(tmp_path / "l3")
+        await level.open()
+        assert await level.get_many([b"a:1", b"b:1"]) == {}
+        assert RocksLevel(tmp_path / "never-opened").drop_prefix(b"a:") == 0
+    finally:
+        await level.close()
+
+
+async def test_a_cached_block_is_read_without_the_worker_thread(tmp_path: Path) -> None:
+    level = RocksLevel(tmp_path / "l3")
+    await level.open()
+    level.put(b"k", b"v")
+    await level.close()
+    level = RocksLevel(tmp_path / "l3")
+    await level.open()
+    try:
+        assert await level.get(b"k") == b"v"  # from the disk, through the worker thread
+        answered, record = level._lookup_in_memory(b"k")  # now in the block cache
+        assert (answered, record) == (True, b"v")
+        assert await level.get_many([b"k"]) == {b"k": b"v"}
+    finally:
+        await level.close()
