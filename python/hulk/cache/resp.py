@@ -3,8 +3,11 @@
 Why not redis-py for these: on a miss, the cache's read path is one MGET, and redis-py spends about
 four times the network round trip around it (pool checkout, retry wrapper, two timers, the RESP3
 parser, observability hooks): 150-180 us against 40 us on localhost. This connection writes the
-packed command and resolves a future when the reply is parsed, nothing else. It only speaks plain
-TCP (`redis://`, with AUTH and SELECT); `RedisLevel` keeps redis-py for everything else.
+packed command and resolves a future when the reply is parsed, nothing else. The protocol itself is
+not hand-written: hiredis (Redis's own C reader, the parser redis-py uses when it is installed) packs
+commands and parses replies; this module only keeps the pipeline of waiters and the timeout. It
+only speaks plain TCP (`redis://`, with AUTH and SELECT); `RedisLevel` keeps redis-py for everything
+else.
 
 Commands may be pipelined: replies come back in order, so each waiter is a future in a FIFO. A
 caller that gives up (cancelled) leaves its future in the FIFO and its reply is dropped when it
@@ -18,12 +21,11 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 from redis.exceptions import ResponseError
-
-_CRLF = b"\r\n"
 
 
 def supports(url: str) -> bool:
@@ -33,55 +35,10 @@ def supports(url: str) -> bool:
 
 
 def pack(args: Sequence[str | bytes | int]) -> bytes:
-    """One command in RESP2: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if type(arg) is bytes else str(arg).encode()
-        out.append(b"$%d\r\n" % len(data))
-        out.append(data)
-        out.append(_CRLF)
-    return b"".join(out)
-
-
-class _Incomplete(Exception):
-    """The buffer ends inside a reply; `need` is a buffer length below which parsing again is useless."""
-
-    def __init__(self, need: int = 0) -> None:
-        super().__init__(need)
-        self.need = need
-
-
-def _parse(buf: bytearray, pos: int) -> tuple[Any, int]:
-    """One reply starting at `pos`: (value, position after it). Error replies are ResponseError values."""
-    end = buf.find(_CRLF, pos)
-    if end < 0:
-        raise _Incomplete(len(buf) + 1)
-    kind = buf[pos]
-    if kind == 36:  # "$" bulk string
-        size = int(buf[pos + 1 : end])
-        if size < 0:
-            return None, end + 2
-        stop = end + 2 + size
-        if len(buf) < stop + 2:
-            raise _Incomplete(stop + 2)
-        return bytes(buf[end + 2 : stop]), stop + 2
-    if kind == 42:  # "*" array
-        count = int(buf[pos + 1 : end])
-        if count < 0:
-            return None, end + 2
-        items = []
-        pos = end + 2
-        for _ in range(count):
-            item, pos = _parse(buf, pos)
-            items.append(item)
-        return items, pos
-    if kind == 58:  # ":" integer
-        return int(buf[pos + 1 : end]), end + 2
-    if kind == 43:  # "+" simple string
-        return bytes(buf[pos + 1 : end]), end + 2
-    if kind == 45:  # "-" error
-        return ResponseError(buf[pos + 1 : end].decode(errors="replace")), end + 2
-    raise ConnectionError(f"unexpected RESP reply type {chr(kind)!r}")
+    """One command in RESP (hiredis packs it, as redis-py does when hiredis is installed)."""
+    # hiredis's stub types the argument as a one-element tuple; any length is packed.
+    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
+    return packed
 
 
 class _Protocol(asyncio.Protocol):
@@ -89,37 +46,31 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.timeout = timeout
         self.waiters: collections.deque[tuple[asyncio.Future[Any], float]] = collections.deque()
-        self.buf = bytearray()
-        # A large reply arrives in many reads: parse again only once the piece it waits for is in.
-        self.need = 0
+        # hiredis (Redis's own C protocol reader) parses; error replies come back as values.
+        self.reader = hiredis.Reader(replyError=ResponseError)
         self.lost: BaseException | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A cast, not an isinstance check: uvloop's TCP transport (the service's loop) does not
+        # subclass asyncio.Transport, yet has its write and abort.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        if len(buf) < self.need:
-            return
-        pos = 0
+        reader = self.reader
         waiters = self.waiters
         try:
-            while pos < len(buf) and waiters:
-                reply, pos = _parse(buf, pos)
+            reader.feed(data)
+            while waiters:
+                reply = reader.gets()
+                if reply is False:
+                    return  # the rest of the reply is still on its way
                 fut = waiters.popleft()[0]
                 if not fut.done():
                     fut.set_result(reply)
-            self.need = 0
-        except _Incomplete as incomplete:
-            self.need = incomplete.need - pos
-        except (ValueError, ConnectionError) as exc:
+        except hiredis.ProtocolError as exc:
             self._fail(ConnectionError(f"bad reply from Redis: {exc}"))
-            return
-        del buf[:pos]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or ConnectionError("connection closed by Redis"))

@@ -252,7 +252,10 @@ class Api:
     async def cache_flush(self, request: Request) -> Response:
         """`POST /v1/admin/cache/flush` (`?tenant=` to flush one tenant)."""
         self.require_admin(request)
-        removed = await self.backend.cache_flush(tenant=request.query_params.get("tenant"))
+        try:
+            removed = await self.backend.cache_flush(tenant=request.query_params.get("tenant"))
+        except ValueError as exc:
+            raise _HttpError(400, "invalid_query", f"tenant: {exc}", field="tenant") from None
         return JSONResponse({"flushed": removed})
 
     async def log_level(self, request: Request) -> Response:

@@ -387,13 +387,20 @@ class ServiceBackend:
         return dict(self.cache.metrics_snapshot())
 
     async def cache_flush(self, *, tenant: str | None) -> int:
-        """Empties this instance's L1 (and the terminal-status cache); returns entries removed."""
-        removed = len(self._terminal)
-        self._terminal.clear()
+        """Empties one tenant's cache namespace (or every namespace) at every level and instance.
+
+        Returns the entries removed here (`Cache.flush` counts L1, L3 and Redis). Without a tenant,
+        the terminal-status cache of this instance is emptied too.
+
+        Raises:
+            ValueError: `tenant` is not a valid namespace.
+        """
+        removed = 0
+        if tenant is None:
+            removed = len(self._terminal)
+            self._terminal.clear()
         if self.cache is not None:
-            l1 = self.cache._l1
-            removed += len(l1)
-            l1.clear()
+            removed += await self.cache.flush(tenant)
         return removed
 
     def set_log_level(self, level: str) -> None:

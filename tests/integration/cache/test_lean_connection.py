@@ -90,3 +90,20 @@ async def test_a_unix_socket_url_goes_through_redis_py(make_cache: CacheFactory,
             record = await stored(raw, "hulk:cache:default:k")
             assert record is not None
             assert decode(record).tombstone
+
+
+def test_the_lean_connection_works_on_uvloop(redis_server: RedisServer) -> None:
+    # The service runs on uvloop, whose transports are not asyncio.Transport subclasses.
+    import uvloop
+
+    from hulk.cache.resp import FastConnection
+
+    async def round_trip() -> list[object]:
+        fast = FastConnection(redis_server.url, timeout=2.0, connect_timeout=2.0)
+        try:
+            await fast.execute("SET", "uv:k", b"v")
+            return [await fast.execute("GET", "uv:k"), await fast.pipeline([["GET", "uv:k"], ["DEL", "uv:k"]])]
+        finally:
+            fast.close()
+
+    assert uvloop.run(round_trip()) == [b"v", [b"v", 1]]

@@ -137,6 +137,12 @@ def test_cache_with_redis_as_l2(client: httpx.Client) -> None:
     flushed = client.post("/v1/admin/cache/flush", headers=ADMIN)
     assert flushed.status_code == 200
     assert flushed.json()["flushed"] >= 0
+    one_tenant = client.post("/v1/admin/cache/flush", params={"tenant": "acme"}, headers=ADMIN)
+    assert one_tenant.status_code == 200
+    assert one_tenant.json()["flushed"] >= 0
+    refused = client.post("/v1/admin/cache/flush", params={"tenant": "no spaces"}, headers=ADMIN)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["field"] == "tenant"
 
 
 def test_breakers_list_reset_and_force_open(client: httpx.Client) -> None:

@@ -1,4 +1,5 @@
-"""The lean RESP2 connection: packing, parsing, pipelining, timeouts and reconnection, against scripted servers."""
+"""The lean Redis connection (hiredis packs and parses): pipelining, replies in pieces, errors, timeouts and
+reconnection, against scripted servers."""
 
 from __future__ import annotations
 
@@ -9,46 +10,13 @@ from contextlib import asynccontextmanager
 import pytest
 from redis.exceptions import ResponseError
 
-from hulk.cache.resp import FastConnection, _Incomplete, _parse, pack, supports
+from hulk.cache.resp import FastConnection, pack, supports
 from tests.servers import free_port
 
 
 def test_pack_writes_an_array_of_bulk_strings() -> None:
+    # hiredis packs; the bytes are RESP's, whatever the argument types.
     assert pack(["MGET", "k", b"\x00", 7]) == b"*4\r\n$4\r\nMGET\r\n$1\r\nk\r\n$1\r\n\x00\r\n$1\r\n7\r\n"
-
-
-@pytest.mark.parametrize(
-    ("data", "value"),
-    [
-        (b"$3\r\nabc\r\n", b"abc"),
-        (b"$-1\r\n", None),
-        (b"*-1\r\n", None),
-        (b"*2\r\n$1\r\na\r\n$-1\r\n", [b"a", None]),
-        (b"*2\r\n*1\r\n:1\r\n+OK\r\n", [[1], b"OK"]),
-        (b":42\r\n", 42),
-        (b"+PONG\r\n", b"PONG"),
-    ],
-)
-def test_parse_reads_every_reply_type(data: bytes, value: object) -> None:
-    assert _parse(bytearray(data), 0) == (value, len(data))
-
-
-def test_parse_returns_errors_as_values() -> None:
-    reply, end = _parse(bytearray(b"-ERR bad\r\n"), 0)
-    assert isinstance(reply, ResponseError)
-    assert str(reply) == "ERR bad"
-    assert end == 10
-
-
-@pytest.mark.parametrize("data", [b"", b"$3\r\nab", b"*2\r\n$1\r\na\r\n", b"$3"])
-def test_parse_says_when_a_reply_is_incomplete(data: bytes) -> None:
-    with pytest.raises(_Incomplete):
-        _parse(bytearray(data), 0)
-
-
-def test_parse_refuses_an_unknown_reply_type() -> None:
-    with pytest.raises(ConnectionError, match="unexpected RESP reply type"):
-        _parse(bytearray(b"%1\r\n"), 0)
 
 
 def test_only_plain_redis_urls_take_the_lean_connection() -> None:

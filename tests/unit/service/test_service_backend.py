@@ -139,6 +139,14 @@ class FakeCache:
     def metrics_snapshot(self) -> dict[str, Any]:
         return {"mode": "l1"}
 
+    async def flush(self, namespace: str | None = None) -> int:
+        if namespace is not None and not namespace.isidentifier():
+            raise ValueError(f"namespace must be ..., got {namespace!r}")
+        self.flushed = namespace
+        removed = len(self._l1)
+        self._l1.clear()
+        return removed
+
 
 class Harness:
     def __init__(self, engine: Hulk, *, cache: FakeCache | None = None) -> None:
@@ -377,7 +385,14 @@ async def test_runtime_breakers_cache_and_drain(h: Harness) -> None:
     assert not h.backend.open_breaker("nope")
     assert await h.backend.cache_stats() == {"mode": "l1"}
     h.backend._terminal.set("t1", {"status": "succeeded"})
-    assert await h.backend.cache_flush(tenant=None) == 3
+    # One tenant: its namespace at every level (Cache.flush), the task records stay.
+    assert await h.backend.cache_flush(tenant="t") == 2
+    assert len(h.backend._terminal) == 1
+    # Everything: the namespaces and this instance's terminal-status records.
+    assert await h.backend.cache_flush(tenant=None) == 1
+    assert len(h.backend._terminal) == 0
+    with pytest.raises(ValueError, match="namespace"):
+        await h.backend.cache_flush(tenant="bad tenant")
     await h.backend.drain()
     assert h.drains == 1
 
