@@ -16,6 +16,7 @@ adapters implement them structurally (no import of the engine here either):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -220,6 +221,17 @@ class NatsTaskStore:
         self.defer = defer
         self._passing: dict[str, Any] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._held: dict[str, Callable[[], None]] = {}
+
+    def settle_after_record(self, task_id: str, settle: Callable[[], None]) -> None:
+        """Runs `settle` once the task's terminal record is stored (or safe in the local outbox).
+
+        `EngineDelivery` acks (or terminates) a task's message through this, so a crash between
+        the ack and the record cannot leave a task that ran with no final record anywhere. The
+        pool settles a task before its batch of transitions is recorded, so the record that
+        releases it is always still to come.
+        """
+        self._held[task_id] = settle
 
     def record(self, events: Sequence[tuple[Any, Any, Any, float]]) -> None:
         """Takes one batch of transitions; writes terminal records now and passing states later."""
@@ -227,12 +239,14 @@ class NatsTaskStore:
         for task, _previous, _status, _at in events:
             last[task.id] = task
         records = []
+        terminal: list[str] = []
         passing = self._passing
         for task_id, task in last.items():
             status = _status_of(task)
             if status in TERMINAL_STATUSES:
                 passing.pop(task_id, None)
                 records.append((task_id, task.to_dict()))
+                terminal.append(task_id)
                 if status == "dead":
                     self._dead.append(task_id)
             elif self.defer == 0:
@@ -241,7 +255,7 @@ class NatsTaskStore:
                 passing[task_id] = task
         del self._dead[: max(0, len(self._dead) - self._dead_limit)]
         if records:
-            self._bg.spawn(self._write(records))
+            self._bg.spawn(self._write(records, terminal))
         if passing and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.defer, self._write_passing)
 
@@ -253,8 +267,19 @@ class NatsTaskStore:
         if records:
             self._bg.spawn(self._write(records))
 
-    async def _write(self, records: list[tuple[str, dict[str, Any]]]) -> None:
-        await self._store.put_many_nowait(records)
+    async def _write(self, records: list[tuple[str, dict[str, Any]]], terminal: Sequence[str] = ()) -> None:
+        try:
+            safe = await self._store.put_many_nowait(records)
+            if safe is not None:
+                await safe
+        finally:
+            # Released even if the write raised: a message left unacked is redelivered and run
+            # again, but one held here forever would hold its intake slot forever.
+            held = self._held
+            for task_id in terminal:
+                settle = held.pop(task_id, None)
+                if settle is not None:
+                    settle()
 
     async def get(self, task_id: str) -> Any | None:
         """The task's latest record (any instance wrote it), or None."""
@@ -298,20 +323,31 @@ class EngineDelivery:
         delivery: the fetched message's delivery.
     """
 
-    __slots__ = ("delivery",)
+    __slots__ = ("delivery", "gate")
 
     _shared = _Background()
     _acks = _AckRunner()
 
-    def __init__(self, delivery: NatsDelivery) -> None:
+    def __init__(self, delivery: NatsDelivery, gate: NatsTaskStore | None = None) -> None:
         self.delivery = delivery
+        self.gate = gate
 
     def on_retry(self, task: Any, delay: float) -> None:
         """The task runs again after `delay` seconds: nak with that delay (any instance may run it)."""
         self._shared.spawn(self.delivery.nak(delay))
 
     def on_terminal(self, task: Any) -> None:
-        """The task is succeeded or cancelled (ack) or dead (dead letter with its error, then term)."""
+        """The task is succeeded or cancelled (ack) or dead (dead letter with its error, then term).
+
+        With a `gate` (the status store), the message is settled only once the task's terminal
+        record is stored: until then the server still holds the task for redelivery.
+        """
+        if self.gate is None:
+            self._settle_terminal(task)
+        else:
+            self.gate.settle_after_record(task.id, functools.partial(self._settle_terminal, task))
+
+    def _settle_terminal(self, task: Any) -> None:
         status = str(getattr(task.status, "value", task.status))
         if status == "dead":
             error = getattr(task, "error", None)

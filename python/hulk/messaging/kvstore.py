@@ -144,24 +144,23 @@ class NatsStatusStore:
             await self._creates.close()
             self._creates = None
 
-    async def put_many_nowait(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    async def put_many_nowait(self, records: Sequence[tuple[str, Mapping[str, Any]]]) -> asyncio.Future[None] | None:
         """`put_nowait` for many tasks at once, with one acknowledgement for the lot.
 
         Goes through the event publisher's `publish_group` when one is set (outbox while NATS is
-        down), else is sent as one pipelined group whose acknowledgement nobody awaits.
+        down) and returns its future, resolved once the records are stored or in the outbox; else
+        the records are sent as one pipelined group whose acknowledgement nobody awaits (None).
         """
+        dumps, prefix = orjson.dumps, self._prefix
         messages = [
-            (self._prefix + _check_key(task_id), orjson.dumps(rec if type(rec) is dict else dict(rec)))
-            for task_id, rec in records
+            (prefix + _check_key(task_id), dumps(rec if type(rec) is dict else dict(rec))) for task_id, rec in records
         ]
-        if not messages:
-            return
         if self.publisher is not None:
-            await self.publisher.publish_group(messages)
-            return
+            return await self.publisher.publish_group(messages)
         nc = self._conn.nc
         for subject, data in messages:
             await nc.publish(subject, data)
+        return None
 
     async def get(self, task_id: str) -> dict[str, Any] | None:
         """The task's record, or None when unknown or expired."""

@@ -235,14 +235,19 @@ class EventPublisher:
             return
         fut.add_done_callback(lambda f: self._settled(f, entry))
 
-    async def publish_group(self, messages: list[tuple[str, bytes]]) -> None:
+    async def publish_group(self, messages: list[tuple[str, bytes]]) -> asyncio.Future[None]:
         """Publishes `(subject, payload)` messages bound to one stream with one acknowledgement.
 
         Durable like `publish` (outbox when disconnected, and the whole group to the outbox if its
         acknowledgement fails), for the hot path's status records; see `AckPipeline.publish_group`.
+
+        Returns:
+            A future resolved once the group is safe: stored by the stream, or in the local outbox.
         """
+        safe: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not messages:
-            return
+            safe.set_result(None)
+            return safe
         entries = []
         for subject, payload in messages:
             hdrs: dict[str, str] = {}
@@ -251,22 +256,31 @@ class EventPublisher:
         if self._closed or not self._conn.connected or len(self._outbox):
             for entry in entries:
                 self._to_outbox(entry)
-            return
+            safe.set_result(None)
+            return safe
         try:
             fut = await self._pipeline.publish_group([(e.subject, e.payload, e.headers or None) for e in entries])
         except (NatsError, OSError) as exc:
             log.debug("group publish failed, to outbox: %r", exc)
             for entry in entries:
                 self._to_outbox(entry)
-            return
-        fut.add_done_callback(lambda f: self._group_settled(f, entries))
+            safe.set_result(None)
+            return safe
+        fut.add_done_callback(lambda f: self._group_settled(f, entries, safe))
+        return safe
 
-    def _group_settled(self, fut: asyncio.Future[dict[str, Any]], entries: list[OutboxEntry]) -> None:
-        if not fut.cancelled() and fut.exception() is None:
-            self.published += len(entries)
-            return
-        for entry in entries:
-            self._to_outbox(entry)
+    def _group_settled(
+        self, fut: asyncio.Future[dict[str, Any]], entries: list[OutboxEntry], safe: asyncio.Future[None]
+    ) -> None:
+        try:
+            if not fut.cancelled() and fut.exception() is None:
+                self.published += len(entries)
+                return
+            for entry in entries:
+                self._to_outbox(entry)
+        finally:
+            if not safe.done():
+                safe.set_result(None)
 
     def _settled(self, fut: asyncio.Future[dict[str, Any]], entry: OutboxEntry) -> None:
         if not fut.cancelled() and fut.exception() is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from hulk.engine import DuplicateTask, EngineStopped, Hulk, Task, UnknownTaskType
 from hulk.errors import QueueFull
-from hulk.messaging.engine_adapters import EngineDelivery
+from hulk.messaging.engine_adapters import EngineDelivery, NatsTaskStore
 from hulk.messaging.intake import BatchItemDelivery, NatsDelivery
 
 log = logging.getLogger("hulk.service")
@@ -52,11 +52,16 @@ class EngineIntake:
     Args:
         engine: the engine (started before the intake).
         cancelled: ids cancelled before they were fetched; such tasks are settled as cancelled.
+
+    When the engine's status store is the KV store (`NatsTaskStore`), a finished task's message is
+    acked only once its terminal record is stored (see `EngineDelivery`).
     """
 
     def __init__(self, engine: Hulk, cancelled: CancelledIds) -> None:
         self.engine = engine
         self.cancelled = cancelled
+        store = getattr(engine, "store", None)  # stand-in engines in tests may have none
+        self.gate = store if isinstance(store, NatsTaskStore) else None
         self._background: set[asyncio.Task[Any]] = set()
 
     def _spawn(self, coro: Any) -> None:
@@ -93,7 +98,7 @@ class EngineIntake:
         # The pool counts the attempt it starts; earlier deliveries (crashes, naks) already spent some.
         task.attempt = delivery.attempt - 1
         try:
-            self.engine.submit_task(task, EngineDelivery(delivery))
+            self.engine.submit_task(task, EngineDelivery(delivery, self.gate))
         except UnknownTaskType:
             self._spawn(delivery.term("unknown task type", f"UnknownTaskType: no handler named {envelope.type!r}"))
         except DuplicateTask:
@@ -117,7 +122,7 @@ class EngineIntake:
         while True:
             await self.engine.pool.wait_for_room()
             try:
-                self.engine.submit_task(task, EngineDelivery(delivery))
+                self.engine.submit_task(task, EngineDelivery(delivery, self.gate))
                 return
             except QueueFull:
                 continue  # another producer took the room first

@@ -185,3 +185,44 @@ def test_ack_runner_survives_a_loop_that_ended_mid_burst() -> None:
         old.run_until_complete(end_old_loop())
         old.close()
     assert done == ["next loop"]
+
+
+async def test_a_finished_task_is_acked_only_once_its_record_is_safe() -> None:
+    from hulk.messaging.engine_adapters import EngineDelivery, NatsTaskStore
+
+    loop = asyncio.get_running_loop()
+    safe: asyncio.Future[None] = loop.create_future()
+    written: list[list[str]] = []
+    wrote = asyncio.Event()
+
+    class Store:
+        async def put_many_nowait(self, records: list[tuple[str, dict[str, Any]]]) -> asyncio.Future[None]:
+            written.append([task_id for task_id, _ in records])
+            wrote.set()
+            return safe
+
+    class Delivery:
+        def __init__(self) -> None:
+            self.acked = asyncio.Event()
+
+        async def ack(self) -> None:
+            self.acked.set()
+
+    class Done:
+        id = "t1"
+        status = "succeeded"
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"id": self.id, "status": self.status}
+
+    store = NatsTaskStore(Store(), dict)  # type: ignore[arg-type]
+    delivery = Delivery()
+    task = Done()
+    EngineDelivery(delivery, store).on_terminal(task)  # type: ignore[arg-type]
+    store.record([(task, "running", "succeeded", 1.0)])
+    await asyncio.wait_for(wrote.wait(), 5)
+    assert written == [["t1"]]
+    assert not delivery.acked.is_set()  # the record is on its way, not yet stored
+    safe.set_result(None)
+    await asyncio.wait_for(delivery.acked.wait(), 5)
+    await store.flush()
