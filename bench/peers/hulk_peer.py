@@ -49,7 +49,7 @@ SPEC = PeerSpec(
     config={
         "worker": f"hulk serve, defaults but HULK_ENGINE__WORKERS={WORKERS} (default CPUs × 2), "
         "HULK_NATS__URLS=<bench server>, HULK_NATS__EMBEDDED=false, HULK_ENGINE__HANDLERS=bench.peers.hulk_handlers",
-        "ack": "after the task's terminal state is recorded (status + completed event)",
+        "ack": "after the task's terminal status record is stored by the KV stream (or safe in the outbox)",
         "producer": "TaskProducer.submit_many(tasks, window=256) (Nats-Msg-Id per task, every stream ack awaited)",
     },
     worker_argv=hulk_serve_argv,
