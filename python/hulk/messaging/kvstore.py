@@ -42,11 +42,6 @@ def _check_key(task_id: str) -> str:
     return task_id
 
 
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
-
-
 class NatsStatusStore:
     """Task records in the KV bucket `bucket`.
 
@@ -111,17 +106,8 @@ class NatsStatusStore:
         return await self.kv.put(_check_key(task_id), orjson.dumps(dict(record)))
 
     async def put_nowait(self, task_id: str, record: Mapping[str, Any]) -> None:
-        """Durable pipelined `put` for the hot path.
-
-        Goes through the event publisher when one is set (so a result produced while NATS is down
-        waits in the outbox), else is sent without waiting for the acknowledgement.
-        """
-        subject, data = self._prefix + _check_key(task_id), orjson.dumps(dict(record))
-        if self.publisher is not None:
-            await self.publisher.publish(subject, data)
-            return
-        fut = await self._conn.js.publish_async(subject, data)
-        fut.add_done_callback(_consume)
+        """Durable pipelined `put` for the hot path: `put_many_nowait` of one record (see there)."""
+        await self.put_many_nowait([(task_id, record)])
 
     async def create_nowait(self, task_id: str, record: Mapping[str, Any]) -> asyncio.Future[dict[str, Any]]:
         """Sends a create of the task's first record (stored only if the key has none); returns its ack.

@@ -60,8 +60,7 @@ class EngineIntake:
     def __init__(self, engine: Hulk, cancelled: CancelledIds) -> None:
         self.engine = engine
         self.cancelled = cancelled
-        store = getattr(engine, "store", None)  # stand-in engines in tests may have none
-        self.gate = store if isinstance(store, NatsTaskStore) else None
+        self.gate = engine.store if isinstance(engine.store, NatsTaskStore) else None
         self._background: set[asyncio.Task[Any]] = set()
 
     def _spawn(self, coro: Any) -> None:

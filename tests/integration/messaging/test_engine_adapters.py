@@ -179,7 +179,11 @@ async def test_status_records_go_out_as_one_acknowledged_group(conn: NatsConnect
     pub.start()
     kv = NatsStatusStore(conn, ttl=60, publisher=pub)
     await kv.start()
-    await kv.put_many_nowait([(f"g{i}", {"status": "succeeded", "i": i}) for i in range(300)])
+    replies_before = pub._pipeline._n  # one reply token per acknowledgement asked for
+    safe = await kv.put_many_nowait([(f"g{i}", {"status": "succeeded", "i": i}) for i in range(300)])
+    assert safe is not None
+    await safe
+    assert pub._pipeline._n == replies_before + 1  # 300 records, one acknowledgement
     await kv.put_many_nowait([])
     await pub.flush()
     assert (pub.published, pub.outboxed) == (300, 0)

@@ -49,6 +49,8 @@ def as_nats(d: FakeDelivery) -> NatsDelivery:
 
 
 class RefusingEngine:
+    store = None  # not the KV store: settlements are not held for a record
+
     def __init__(self, error: Exception) -> None:
         self.error = error
         self.submitted: list[Task] = []
