@@ -18,8 +18,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hulk.config import parse_duration
 from hulk.errors import HulkError
@@ -306,17 +306,50 @@ async def _not_allowed(request: Request, exc: Exception) -> Response:
     return error_response(405, "method_not_allowed", message, request_id=request_id(request.scope))
 
 
+class _StaticRoutes:
+    """Sends a request for a route without path parameters straight to its endpoint.
+
+    Starlette's router tries each route's regex in turn and wraps every endpoint call in two
+    exception-handling layers and a few closures; for `POST /v1/tasks` that was a tenth of the
+    service's CPU per submission. Routes here are looked up by (method, path) in one dict, and their
+    endpoints (all wrapped by `_guard`, or unable to fail) answer errors themselves. Everything
+    else (path parameters, 404, 405, HEAD) goes on to the router.
+    """
+
+    def __init__(self, app: ASGIApp, routes: list[BaseRoute]) -> None:
+        self.app = app
+        self.table: dict[tuple[str, str], Route] = {}
+        for route in routes:
+            if isinstance(route, Route) and "{" not in route.path:
+                for method in route.methods or ():
+                    if method != "HEAD":
+                        self.table[(method, route.path)] = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answers a static route here; hands anything else to the router."""
+        route = self.table.get((scope.get("method", ""), scope["path"])) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        # What the router would have put in the scope (`route` names the metrics' route label).
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = {}
+        response = await route.endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 class _PlatformApp(Starlette):
-    """Starlette without its outer `ServerErrorMiddleware`.
+    """Starlette without its outer `ServerErrorMiddleware`, with static routes dispatched by a dict.
 
     `PlatformMiddleware` already answers every error with a 500 carrying the request id, so
     Starlette's own error layer never answered anything and only cost a `send` wrapper per request.
     """
 
     def build_middleware_stack(self) -> ASGIApp:
-        """Our middleware, then the exception handlers (404, 405), then the router."""
+        """Our middleware, then the static routes, then the exception handlers (404, 405) and the router."""
         handlers = {key: value for key, value in self.exception_handlers.items() if key not in (500, Exception)}
-        app: ASGIApp = ExceptionMiddleware(self.router, handlers=handlers, debug=self.debug)
+        app: ASGIApp = _StaticRoutes(ExceptionMiddleware(self.router, handlers=handlers, debug=self.debug), self.routes)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         return app

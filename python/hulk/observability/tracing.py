@@ -1,10 +1,12 @@
 """OpenTelemetry traces: an SDK tracer provider exporting OTLP/HTTP, and W3C trace-context helpers.
 
-`setup_tracing(settings.telemetry)` builds a `TracerProvider` with a `ParentBased(TraceIdRatioBased)`
-sampler, a resource naming the service (name, version, instance id), and a `BatchSpanProcessor`
-exporting over OTLP/HTTP (protobuf) to `telemetry.tracing.endpoint` (Jaeger, the OpenTelemetry
-collector, Tempo, ... all take it on port 4318). Spans are exported by a background thread; the
-event loop only appends finished spans to a bounded queue.
+`setup_tracing(settings.telemetry)` builds a `TracerProvider` with a `ParentBased(PreSampledRatio)`
+sampler (the HTTP layer draws its sampling decision before it builds any span, so a request the
+sampler drops costs one random draw and no OpenTelemetry call), a resource naming the service
+(name, version, instance id), and a `BatchSpanProcessor` exporting over OTLP/HTTP (protobuf) to
+`telemetry.tracing.endpoint` (Jaeger, the OpenTelemetry collector, Tempo, ... all take it on port
+4318). Spans are exported by a background thread; the event loop only appends finished spans to a
+bounded queue.
 
 An unreachable collector costs one warning per outage, not a log line per batch: the exporter's own
 loggers are silenced (their last message is kept for our warning), and after a failed export the
@@ -18,11 +20,13 @@ of headers, e.g. NATS message headers, so a task's spans join the trace of the r
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from contextlib import AbstractContextManager
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -33,9 +37,10 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
 
 from hulk import __version__
 from hulk.config import TelemetrySettings
@@ -43,6 +48,7 @@ from hulk.observability.logging import get_logger
 
 __all__ = [
     "GuardedExporter",
+    "PreSampledRatio",
     "Tracing",
     "extract",
     "get_tracer",
@@ -80,6 +86,47 @@ class _CaseInsensitiveGetter(Getter[Mapping[str, str]]):
 
 
 _GETTER = _CaseInsensitiveGetter()
+
+# Set while a root span that hulk already chose to sample is being started (see `PreSampledRatio`).
+_PRESAMPLED: ContextVar[bool] = ContextVar("hulk_presampled", default=False)
+
+
+class PreSampledRatio(Sampler):
+    """The root sampler: a span hulk's own fast path chose is sampled, any other by trace-id ratio.
+
+    An SDK span costs tens of microseconds of the event loop even when the sampler drops it (ids,
+    span context, context attach and detach), so the HTTP layer draws the ratio itself before it
+    builds anything and starts a span only for the requests it keeps. Those spans must then be
+    recorded whatever their trace id, or the effective ratio would be the ratio squared; other root
+    spans (a user's own) keep the plain `TraceIdRatioBased` decision.
+
+    Args:
+        ratio: the share of new traces recorded, in [0, 1].
+    """
+
+    def __init__(self, ratio: float) -> None:
+        self.ratio = ratio
+        self._by_id = TraceIdRatioBased(ratio)
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        """Samples a pre-sampled root span; asks `TraceIdRatioBased` for any other."""
+        sampler = ALWAYS_ON if _PRESAMPLED.get() else self._by_id
+        return sampler.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        """The sampler's name and ratio, as OpenTelemetry samplers describe themselves."""
+        return f"PreSampledRatio{{{self.ratio}}}"
+
+
 _EMPTY = Context()  # a request with no traceparent starts a new trace (not the ambient one)
 
 
@@ -293,7 +340,7 @@ def setup_tracing(
         )
         provider = TracerProvider(
             resource=resource,
-            sampler=ParentBased(TraceIdRatioBased(tracing_settings.sample_ratio)),
+            sampler=ParentBased(PreSampledRatio(tracing_settings.sample_ratio)),
         )
         inner = exporter or OTLPSpanExporter(endpoint=tracing_settings.endpoint, timeout=export_timeout)
         guarded = GuardedExporter(inner, endpoint=tracing_settings.endpoint, cooldown=cooldown)
@@ -351,27 +398,42 @@ class _ServerSpan:
             otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
-def http_span_starter(tracer: trace.Tracer) -> Callable[[Mapping[str, Any]], AbstractContextManager[Span]]:
+def http_span_starter(
+    tracer: trace.Tracer, sample_ratio: float = 1.0
+) -> Callable[[Mapping[str, Any]], AbstractContextManager[Span] | None]:
     """A `start_span(scope)` for the HTTP layer's tracing middleware.
 
     The span is a SERVER span named after the method, child of the request's `traceparent` if any
-    (only the two trace-context headers are read from the request).
-    """
+    (only the two trace-context headers are read from the request). A request without one starts a
+    new trace for `sample_ratio` of requests; for the others `start` returns None and no span,
+    context or id is made at all (a request that carries a `traceparent` follows its sampled flag).
 
-    def start(scope: Mapping[str, Any]) -> AbstractContextManager[Span]:
+    Args:
+        tracer: the tracer of the HTTP layer.
+        sample_ratio: the share of new traces recorded (`telemetry.tracing.sample_ratio`).
+    """
+    draw = random.random
+
+    def start(scope: Mapping[str, Any]) -> AbstractContextManager[Span] | None:
         carrier: dict[str, str] | None = None
         for key, value in scope.get("headers", ()):
             if key == b"traceparent" or key == b"tracestate":
                 if carrier is None:
                     carrier = {}
                 carrier[key.decode("latin-1")] = value.decode("latin-1")
+        if carrier is None and draw() >= sample_ratio:
+            return None
         method = str(scope.get("method", "HTTP"))
-        span = tracer.start_span(
-            method,
-            context=extract(carrier) if carrier is not None else _EMPTY,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": method, "url.path": str(scope.get("path", ""))},
-        )
+        token = _PRESAMPLED.set(carrier is None)
+        try:
+            span = tracer.start_span(
+                method,
+                context=extract(carrier) if carrier is not None else _EMPTY,
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": method, "url.path": str(scope.get("path", ""))},
+            )
+        finally:
+            _PRESAMPLED.reset(token)
         return _ServerSpan(span)
 
     return start

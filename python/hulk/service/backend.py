@@ -145,6 +145,10 @@ class ServiceBackend:
         if producer is None or conn is None or not conn.connected:
             raise NotConnected("NATS is not connected: retry later")
         task_id = task_id_for(tenant, request.idempotency_key)
+        if not otel_trace.get_current_span().is_recording():
+            # Outside a recorded trace (a request the HTTP sampler dropped): no span at all, which
+            # is most submissions; a span the sampler drops would still cost its ids and context.
+            return await self._submit(request, task_id, tenant, traceparent)
         attributes = {"hulk.task.id": task_id, "hulk.task.type": request.type, "hulk.tenant": tenant}
         with _TRACER.start_as_current_span(f"submit {request.type}", kind=SpanKind.PRODUCER, attributes=attributes):
             return await self._submit(request, task_id, tenant, traceparent)

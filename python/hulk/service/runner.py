@@ -154,7 +154,11 @@ class Service:
         service_metrics.register_breakers(self.metrics, engine, self.cache)
         _register_errors()
 
-        start_span = http_span_starter(self.tracing.get_tracer("hulk.http")) if self.tracing.enabled else None
+        start_span = (
+            http_span_starter(self.tracing.get_tracer("hulk.http"), s.telemetry.tracing.sample_ratio)
+            if self.tracing.enabled
+            else None
+        )
         app = create_app(
             self.backend,
             wiring.http_options(s),

@@ -373,3 +373,19 @@ def test_openapi_describes_every_route() -> None:
     assert "/v1/tasks" in doc["paths"]
     assert "SubmitTask" in doc["components"]["schemas"]
     assert "429" in doc["paths"]["/v1/tasks"]["post"]["responses"]
+
+
+async def test_static_and_parameterised_routes_share_labels_and_fallbacks(backend: FakeBackend) -> None:
+    # Static routes are dispatched by (method, path) before the router; what they leave (HEAD, other
+    # methods, paths with parameters) still reaches the router.
+    metrics = HttpMetrics()
+    app = create_app(backend, http_metrics=metrics)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://h") as c:
+        accepted = await c.post("/v1/tasks", json={"type": "echo", "payload": {}})
+        assert accepted.status_code == 202
+        assert (await c.get(f"/v1/tasks/{accepted.json()['id']}")).status_code == 200
+        assert (await c.head("/health")).status_code == 200
+        assert (await c.put("/v1/tasks/batch")).status_code == 405
+    assert metrics.histograms[("POST", "/v1/tasks", "202")].snapshot()["count"] == 1
+    assert metrics.histograms[("GET", "/v1/tasks/{task_id}", "200")].snapshot()["count"] == 1
+    assert metrics.histograms[("HEAD", "/health", "200")].snapshot()["count"] == 1

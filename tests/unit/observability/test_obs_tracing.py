@@ -64,7 +64,7 @@ def test_sampler_is_parent_based_ratio(memory: tuple[tracing.Tracing, InMemorySp
     handle, _ = memory
     assert isinstance(handle.provider, TracerProvider)
     description = handle.provider.sampler.get_description()
-    assert description.startswith("ParentBased{root:TraceIdRatioBased{1.0}")
+    assert description.startswith("ParentBased{root:PreSampledRatio{1.0}")
     assert load_settings(None, env={}).telemetry.tracing.sample_ratio == 0.1
 
 
@@ -242,7 +242,9 @@ def test_http_span_starter_continues_the_callers_trace(memory: tuple[tracing.Tra
         "path": "/v1/tasks",
         "headers": [(b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
     }
-    with start(scope) as span:
+    started = start(scope)
+    assert started is not None
+    with started as span:
         span.set_attribute("http.response.status_code", 202)
     handle.force_flush()
     (finished,) = exporter.get_finished_spans()
@@ -252,3 +254,55 @@ def test_http_span_starter_continues_the_callers_trace(memory: tuple[tracing.Tra
     assert finished.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
     assert finished.attributes is not None
     assert finished.attributes["url.path"] == "/v1/tasks"
+
+
+def test_http_span_starter_samples_new_traces_before_building_a_span() -> None:
+    # Ratio 0.5 in both the starter and the provider: every span the starter chose to start must be
+    # recorded (the provider does not draw a second time), and the dropped requests get no span.
+    exporter = InMemorySpanExporter()
+    handle = setup_tracing(telemetry(tracing__sample_ratio="0.5"), exporter=exporter, set_global=False)
+    try:
+        start = http_span_starter(handle.get_tracer("hulk.http"), 0.5)
+        scope = {"type": "http", "method": "GET", "path": "/v1/runtime", "headers": []}
+        started = [start(scope) for _ in range(400)]
+        kept = [cm for cm in started if cm is not None]
+        assert 0 < len(kept) < 400
+        for cm in kept:
+            with cm as span:
+                assert span.is_recording()
+        handle.force_flush()
+        assert len(exporter.get_finished_spans()) == len(kept)
+    finally:
+        handle.shutdown(timeout=1.0)
+
+
+def test_http_span_starter_with_ratio_zero_still_follows_a_sampled_caller(
+    memory: tuple[tracing.Tracing, InMemorySpanExporter],
+) -> None:
+    handle, _exporter = memory
+    start = http_span_starter(handle.get_tracer("hulk.http"), 0.0)
+    assert start({"type": "http", "method": "GET", "path": "/", "headers": []}) is None
+    traced = start(
+        {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "headers": [(b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
+        }
+    )
+    assert traced is not None
+    with traced as span:
+        assert span.is_recording()
+
+
+def test_pre_sampled_ratio_leaves_other_root_spans_to_the_trace_id_ratio() -> None:
+    sampler = tracing.PreSampledRatio(0.0)
+    assert "0.0" in sampler.get_description()
+    dropped = sampler.should_sample(None, 0x0AF7651916CD43DD8448EB211C80319C, "user span")
+    assert not dropped.decision.is_sampled()
+    token = tracing._PRESAMPLED.set(True)
+    try:
+        kept = sampler.should_sample(None, 0x0AF7651916CD43DD8448EB211C80319C, "chosen span")
+    finally:
+        tracing._PRESAMPLED.reset(token)
+    assert kept.decision.is_sampled()
