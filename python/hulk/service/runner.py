@@ -28,6 +28,7 @@ from hulk.engine import Hulk, Task
 from hulk.http import create_app
 from hulk.http.errors import register as register_http_error
 from hulk.http.middleware import HttpMetrics
+from hulk.http.protocol import CoalescingHttpProtocol
 from hulk.messaging.engine_adapters import EngineDelivery, NatsEventSink, NatsTaskStore
 from hulk.messaging.node import MessagingNode
 from hulk.messaging.publisher import IntakeFull
@@ -171,7 +172,7 @@ class Service:
             host=s.server.host,
             port=s.server.port,
             loop="none",
-            http="httptools",
+            http=CoalescingHttpProtocol,
             lifespan="off",
             log_config=None,
             access_log=False,

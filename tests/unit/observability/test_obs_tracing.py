@@ -12,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanKind
 from tests.unit.observability.conftest import lines
 
@@ -299,10 +300,10 @@ def test_pre_sampled_ratio_leaves_other_root_spans_to_the_trace_id_ratio() -> No
     sampler = tracing.PreSampledRatio(0.0)
     assert "0.0" in sampler.get_description()
     dropped = sampler.should_sample(None, 0x0AF7651916CD43DD8448EB211C80319C, "user span")
-    assert not dropped.decision.is_sampled()
+    assert dropped.decision is Decision.DROP
     token = tracing._PRESAMPLED.set(True)
     try:
         kept = sampler.should_sample(None, 0x0AF7651916CD43DD8448EB211C80319C, "chosen span")
     finally:
         tracing._PRESAMPLED.reset(token)
-    assert kept.decision.is_sampled()
+    assert kept.decision is Decision.RECORD_AND_SAMPLE
