@@ -57,7 +57,10 @@ def event_kind_of(previous: object, status: object) -> str:
     """The event kind of a transition: "created" for a first submit, else by the new status."""
     if previous is None:
         return "created"
-    return _KIND_BY_STATUS.get(str(getattr(status, "value", status)), "updated")
+    # The engine's statuses are `StrEnum` members: they hash and compare as their strings, so the
+    # table answers them without the (slow) enum `.value` property.
+    kind = _KIND_BY_STATUS.get(status)  # type: ignore[call-overload]
+    return kind if kind is not None else _KIND_BY_STATUS.get(str(getattr(status, "value", status)), "updated")
 
 
 class _Background:
@@ -145,8 +148,9 @@ class NatsEventSink:
     def publish(self, events: Sequence[tuple[Any, Any, Any, float]]) -> None:
         """Takes one batch of transitions; publishes them in the background, in order."""
         by_kind = self._pending
+        kind_by_status = _KIND_BY_STATUS
         for task, previous, status, at in events:
-            kind = event_kind_of(previous, status)
+            kind = "created" if previous is None else kind_by_status.get(status) or event_kind_of(previous, status)
             event: dict[str, Any] = {
                 "task_id": task.id,
                 "type": task.type,
@@ -154,9 +158,10 @@ class NatsEventSink:
                 "attempt": task.attempt,
                 "at": at,
             }
-            error = getattr(task, "error", None)
-            if error is not None and kind in ("retrying", "failed"):
-                event["error"] = f"{error.type}: {error.message}"
+            if kind == "retrying" or kind == "failed":
+                error = getattr(task, "error", None)
+                if error is not None:
+                    event["error"] = f"{error.type}: {error.message}"
             batch = by_kind.get(kind)
             if batch is None:
                 by_kind[kind] = [event]
@@ -311,9 +316,14 @@ class NatsTaskStore:
         await self._bg.wait()
 
 
+_STATUS_TEXT = {status: status for status in ("scheduled", "queued", "running", "retrying", *TERMINAL_STATUSES)}
+
+
 def _status_of(task: Any) -> str:
     status = task.status
-    return str(getattr(status, "value", status))
+    # A `StrEnum` member finds its plain string here (hashes are equal) without `.value`.
+    text = _STATUS_TEXT.get(status)
+    return text if text is not None else str(getattr(status, "value", status))
 
 
 class EngineDelivery:
@@ -348,8 +358,7 @@ class EngineDelivery:
             self.gate.settle_after_record(task.id, functools.partial(self._settle_terminal, task))
 
     def _settle_terminal(self, task: Any) -> None:
-        status = str(getattr(task.status, "value", task.status))
-        if status == "dead":
+        if _status_of(task) == "dead":
             error = getattr(task, "error", None)
             text = None if error is None else f"{error.type}: {error.message}"
             self._shared.spawn(self.delivery.term("retries exhausted", text))

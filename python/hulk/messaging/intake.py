@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
 import orjson
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -152,7 +152,9 @@ class NatsDelivery:
         republish = self._intake.republish
         assert republish is not None
         t = self.task
-        copy = dataclasses.replace(t, idempotency_key=f"{t.msg_id}:a{spent}:d{self.deliveries}", attempt_offset=spent)
+        copy = msgspec.structs.replace(
+            t, idempotency_key=f"{t.msg_id}:a{spent}:d{self.deliveries}", attempt_offset=spent
+        )
         try:
             await republish(copy, delay)
         except Exception:
@@ -236,7 +238,7 @@ class BatchItemDelivery(NatsDelivery):
 
     async def _again(self, delay: float, spent: int) -> None:
         t = self.task
-        copy = dataclasses.replace(t, idempotency_key=f"{t.id}:a{spent}:d{self.deliveries}", attempt_offset=spent)
+        copy = msgspec.structs.replace(t, idempotency_key=f"{t.id}:a{spent}:d{self.deliveries}", attempt_offset=spent)
         intake = self._intake
         if intake.republish is not None:
             await intake.republish(copy, delay)
