@@ -84,46 +84,6 @@ class _Background:
             await asyncio.wait(set(self._tasks))
 
 
-class _AckRunner:
-    """Runs acknowledgements in order, one background task per burst instead of one per message.
-
-    An ack is one publish into the client's buffer and never waits on the server, so a burst of
-    them costs one task and a loop, not a task each (the per-task `create_task` was a measurable
-    share of the worker's CPU in the end-to-end benchmark).
-    """
-
-    def __init__(self) -> None:
-        self._queue: list[Any] = []
-        self._runner: asyncio.Task[None] | None = None
-
-    def add(self, coro: Any) -> None:
-        """Queues one acknowledgement coroutine; starts the burst's task if none is running."""
-        loop = asyncio.get_running_loop()
-        runner = self._runner
-        if runner is not None and not runner.done() and runner.get_loop() is not loop:
-            # Left over from a loop that ended (tests run several): its queue can never run.
-            for stale in self._queue:
-                stale.close()
-            self._queue = []
-            runner = None
-        self._queue.append(coro)
-        if runner is None or runner.done():
-            self._runner = loop.create_task(self._run())
-
-    async def _run(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-            for index, coro in enumerate(batch):
-                try:
-                    await coro
-                except asyncio.CancelledError:
-                    for rest in batch[index + 1 :]:
-                        rest.close()  # the loop is going away: these can never be sent
-                    raise
-                except Exception as exc:
-                    log.warning("messaging acknowledgement failed: %r", exc)
-
-
 class NatsEventSink:
     """The engine's `EventSink` on NATS: one batched event message per kind, every `linger` seconds.
 
@@ -336,7 +296,6 @@ class EngineDelivery:
     __slots__ = ("delivery", "gate")
 
     _shared = _Background()
-    _acks = _AckRunner()
 
     def __init__(self, delivery: NatsDelivery, gate: NatsTaskStore | None = None) -> None:
         self.delivery = delivery
@@ -363,7 +322,7 @@ class EngineDelivery:
             text = None if error is None else f"{error.type}: {error.message}"
             self._shared.spawn(self.delivery.term("retries exhausted", text))
         else:
-            self._acks.add(self.delivery.ack())
+            self.delivery.ack_nowait()
 
     async def in_progress(self) -> None:
         """Progress ack (the intake's loop already sends them for held deliveries)."""

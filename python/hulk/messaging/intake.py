@@ -46,6 +46,7 @@ from hulk.messaging.envelope import (
     PoisonMessage,
     TaskEnvelope,
 )
+from hulk.messaging.frames import AckBatcher
 from hulk.messaging.streams import (
     INTAKE_CONSUMER,
     STREAM_TASKS,
@@ -122,6 +123,11 @@ class NatsDelivery:
         if self._settle():
             await self.msg.ack()
 
+    def ack_nowait(self) -> None:
+        """`ack` without waiting: the acknowledgement leaves with the others of this loop turn."""
+        if self._settle():
+            self._intake.acks.add(self.msg)
+
     async def nak(self, delay: float | None = None) -> None:
         """Asks for redelivery after `delay` seconds (a retry; it spends an attempt).
 
@@ -189,11 +195,20 @@ class _Batch:
         self._last_progress = time.monotonic()
 
     async def item_done(self) -> None:
+        if self._last_item():
+            await self.msg.ack()
+
+    def item_done_nowait(self) -> None:
+        if self._last_item():
+            self._intake.acks.add(self.msg)
+
+    def _last_item(self) -> bool:
         self.remaining -= 1
         if self.remaining == 0 and not self.settled:
             self.settled = True
             self._intake._release(self)  # type: ignore[arg-type]
-            await self.msg.ack()
+            return True
+        return False
 
     async def in_progress(self) -> None:
         if not self.settled:
@@ -225,6 +240,11 @@ class BatchItemDelivery(NatsDelivery):
         """Marks this task terminal (succeeded or cancelled)."""
         if self._settle():
             await self._batch.item_done()
+
+    def ack_nowait(self) -> None:
+        """`ack` without waiting (the batch's acknowledgement leaves with this loop turn's others)."""
+        if self._settle():
+            self._batch.item_done_nowait()
 
     async def nak(self, delay: float | None = None) -> None:
         """Re-publishes this task alone to run again after `delay` (spends an attempt)."""
@@ -314,6 +334,8 @@ class Intake:
             raise ValueError(f"heartbeat ({heartbeat}) must be < pull_expires/2 ({pull_expires})")
         self._conn = conn
         self._handler = handler
+        self.acks = AckBatcher(conn)
+        """Acknowledgements of settled deliveries, sent once per loop turn (see `ack_nowait`)."""
         self.slots = slots
         self.consumer_config = consumer_config
         self.durable = consumer_config.durable_name or INTAKE_CONSUMER
@@ -403,12 +425,14 @@ class Intake:
         await self._drop_subscription()
 
     async def drain(self, timeout: float | None = None) -> bool:
-        """Stops fetching and waits until every held delivery is settled; True if they all were."""
+        """Stops fetching and waits until every held delivery is settled and acknowledged; True if they all were."""
         await self.stop_fetching()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             return False
+        finally:
+            await self.acks.wait()
         return True
 
     async def stop(self) -> None:
@@ -419,6 +443,7 @@ class Intake:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        await self.acks.wait()
 
     # --- pulling ---------------------------------------------------------------------------------
 

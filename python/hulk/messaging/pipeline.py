@@ -34,6 +34,8 @@ from nats.aio.subscription import Subscription
 
 from hulk.errors import HulkError
 from hulk.messaging.connection import NatsConnection, cancel_and_wait
+from hulk.messaging.frames import frame, send_frames
+from hulk.messaging.frames import supported as frames_supported
 
 __all__ = ["AckPipeline", "PublishError"]
 
@@ -79,6 +81,7 @@ class AckPipeline:
         self._n = 0
         self._sub: Subscription | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._frames = False
 
     @property
     def pending(self) -> int:
@@ -90,6 +93,7 @@ class AckPipeline:
         if self._sub is not None:
             return
         nc = self._conn.nc
+        self._frames = frames_supported(nc)
         self._prefix = nc.new_inbox() + "."
         self._sub = await nc.subscribe(self._prefix + "*", cb=self._on_reply)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="hulk-publish-sweep")
@@ -147,12 +151,19 @@ class AckPipeline:
             await self.start()
         await self._reserve(len(messages))
         token, fut = self._track(len(messages))
-        publish = self._conn.nc.publish
+        nc = self._conn.nc
         try:
-            for subject, payload, headers in messages[:-1]:
-                await publish(subject, payload, headers=headers)
-            subject, payload, headers = messages[-1]
-            await publish(subject, payload, reply=self._prefix + token, headers=headers)
+            if self._frames:
+                # The whole group as one append to the client's buffer (see `hulk.messaging.frames`).
+                last = messages[-1]
+                out = [frame(subject, payload, "", headers) for subject, payload, headers in messages[:-1]]
+                out.append(frame(last[0], last[1], self._prefix + token, last[2]))
+                await send_frames(nc, out, sum(len(message[1]) for message in messages))
+            else:
+                for subject, payload, headers in messages[:-1]:
+                    await nc.publish(subject, payload, headers=headers)
+                subject, payload, headers = messages[-1]
+                await nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
         except BaseException:
             self._finish(token)
             raise

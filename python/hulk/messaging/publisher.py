@@ -248,36 +248,40 @@ class EventPublisher:
         if not messages:
             safe.set_result(None)
             return safe
-        entries = []
-        for subject, payload in messages:
-            hdrs: dict[str, str] = {}
-            inject_trace(hdrs)
-            entries.append(OutboxEntry(0, subject, payload, hdrs))
+        # One trace context for the group (it is the same for every message of it).
+        trace_headers: dict[str, str] = {}
+        inject_trace(trace_headers)
+        headers = trace_headers or None
         if self._closed or not self._conn.connected or len(self._outbox):
-            for entry in entries:
-                self._to_outbox(entry)
+            self._group_to_outbox(messages, headers)
             safe.set_result(None)
             return safe
         try:
-            fut = await self._pipeline.publish_group([(e.subject, e.payload, e.headers or None) for e in entries])
+            fut = await self._pipeline.publish_group([(subject, payload, headers) for subject, payload in messages])
         except (NatsError, OSError) as exc:
             log.debug("group publish failed, to outbox: %r", exc)
-            for entry in entries:
-                self._to_outbox(entry)
+            self._group_to_outbox(messages, headers)
             safe.set_result(None)
             return safe
-        fut.add_done_callback(lambda f: self._group_settled(f, entries, safe))
+        fut.add_done_callback(lambda f: self._group_settled(f, messages, headers, safe))
         return safe
 
+    def _group_to_outbox(self, messages: list[tuple[str, bytes]], headers: dict[str, str] | None) -> None:
+        for subject, payload in messages:
+            self._to_outbox(OutboxEntry(0, subject, payload, dict(headers) if headers else {}))
+
     def _group_settled(
-        self, fut: asyncio.Future[dict[str, Any]], entries: list[OutboxEntry], safe: asyncio.Future[None]
+        self,
+        fut: asyncio.Future[dict[str, Any]],
+        messages: list[tuple[str, bytes]],
+        headers: dict[str, str] | None,
+        safe: asyncio.Future[None],
     ) -> None:
         try:
             if not fut.cancelled() and fut.exception() is None:
-                self.published += len(entries)
+                self.published += len(messages)
                 return
-            for entry in entries:
-                self._to_outbox(entry)
+            self._group_to_outbox(messages, headers)
         finally:
             if not safe.done():
                 safe.set_result(None)

@@ -146,47 +146,6 @@ def test_envelope_carries_task_options() -> None:
         TaskEnvelope(type="echo", priority=-1)
 
 
-def test_ack_runner_survives_a_loop_that_ended_mid_burst() -> None:
-    from hulk.messaging.engine_adapters import _AckRunner
-
-    runner = _AckRunner()
-    done: list[str] = []
-
-    async def ack(name: str, block: asyncio.Event | None = None) -> None:
-        if block is not None:
-            await block.wait()
-        done.append(name)
-
-    async def first_loop() -> None:
-        runner.add(ack("stuck", asyncio.Event()))  # never released: the loop ends mid-burst
-        runner.add(ack("queued behind it"))
-        await asyncio.sleep(0)
-
-    async def second_loop() -> None:
-        runner.add(ack("next loop"))
-        assert runner._runner is not None
-        await runner._runner
-
-    async def end_old_loop() -> None:
-        stuck = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in stuck:
-            task.cancel()
-        await asyncio.gather(*stuck, return_exceptions=True)
-
-    old = asyncio.new_event_loop()
-    old.run_until_complete(first_loop())
-    stale = runner._runner
-    new = asyncio.new_event_loop()
-    try:
-        new.run_until_complete(second_loop())
-        assert runner._runner is not stale
-    finally:
-        new.close()
-        old.run_until_complete(end_old_loop())
-        old.close()
-    assert done == ["next loop"]
-
-
 async def test_a_finished_task_is_acked_only_once_its_record_is_safe() -> None:
     from hulk.messaging.engine_adapters import EngineDelivery, NatsTaskStore
 
@@ -205,7 +164,7 @@ async def test_a_finished_task_is_acked_only_once_its_record_is_safe() -> None:
         def __init__(self) -> None:
             self.acked = asyncio.Event()
 
-        async def ack(self) -> None:
+        def ack_nowait(self) -> None:
             self.acked.set()
 
     class Done:

@@ -1,0 +1,124 @@
+"""Many NATS publishes handed to nats-py's outgoing buffer at once, and acknowledgements batched per loop turn.
+
+nats-py publishes message by message: every `publish` validates its subjects, formats one frame,
+counts statistics, appends to the outgoing buffer and may create a flush future, which is about
+3 µs of the event loop per message. The worker's hot path sends two messages per task (a status
+record and an acknowledgement), so that was the largest per-task cost left in it. Here the frames
+of many messages are formatted together and appended as one buffer entry, with one flush request.
+
+This relies on two internals of nats-py's `Client` that every 2.x release has: `_send_command`
+(append to the outgoing buffer) and `_flush_pending` (wake the flusher). `supported(nc)` tells
+whether a client has them; callers fall back to `publish` when it does not. Subjects are not
+validated here: callers pass subjects hulk built (KV keys checked at intake) or that the server
+gave (acknowledgement subjects).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nats.errors import ConnectionClosedError, OutboundBufferLimitError
+
+__all__ = ["AckBatcher", "frame", "send_frames", "supported"]
+
+log = logging.getLogger("hulk.messaging")
+
+_HEADER_LINE = b"NATS/1.0\r\n"
+
+
+def frame(subject: str, payload: bytes, reply: str = "", headers: Mapping[str, str] | None = None) -> bytes:
+    """The protocol frame of one message: `PUB`, or `HPUB` when it has headers."""
+    head = subject.encode() + b" " + reply.encode() if reply else subject.encode()
+    if not headers:
+        return b"PUB %s %d\r\n%s\r\n" % (head, len(payload), payload)
+    block = _HEADER_LINE + b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in headers.items()) + b"\r\n"
+    size = len(block)
+    return b"HPUB %s %d %d\r\n%s%s\r\n" % (head, size, size + len(payload), block, payload)
+
+
+def supported(nc: Any) -> bool:
+    """True when `nc` (a nats-py `Client`) has the internals `send_frames` uses."""
+    return callable(getattr(nc, "_send_command", None)) and callable(getattr(nc, "_flush_pending", None))
+
+
+async def send_frames(nc: Any, frames: Sequence[bytes], payload_bytes: int = 0) -> None:
+    """Appends the frames of `len(frames)` messages to the client's outgoing buffer and asks for a flush.
+
+    Raises:
+        nats.errors.ConnectionClosedError: the client is closed.
+        nats.errors.OutboundBufferLimitError: disconnected, and the reconnect buffer is full or off
+            (as `publish` would raise).
+    """
+    if nc.is_closed:
+        raise ConnectionClosedError
+    data = frames[0] if len(frames) == 1 else b"".join(frames)
+    if not nc.is_connected and (nc._max_pending_size <= 0 or len(data) + nc._pending_data_size > nc._max_pending_size):
+        raise OutboundBufferLimitError
+    stats = nc.stats
+    stats["out_msgs"] += len(frames)
+    stats["out_bytes"] += payload_bytes
+    await nc._send_command(data)
+    flush_queue = nc._flush_queue
+    if flush_queue is not None and flush_queue.empty():
+        await nc._flush_pending()
+
+
+class AckBatcher:
+    """JetStream acknowledgements gathered during one event-loop turn and sent as one buffer append.
+
+    `add(msg)` marks the message acknowledged at once (as `Msg.ack` would) and its `+ACK` leaves
+    with the others of the turn. A failed send is logged: the server then redelivers those
+    messages after their ack wait, as it would for any lost acknowledgement.
+
+    Args:
+        conn: what holds the nats-py client the messages came from (its `nc`, read at each send,
+            so a client replaced on reconnection is the one used).
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._replies: list[str] = []
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self.sent = 0
+
+    def add(self, msg: Any) -> None:
+        """Acknowledges `msg` (a JetStream message) with this turn's other acknowledgements."""
+        msg._check_reply()
+        msg._ackd = True
+        loop = asyncio.get_running_loop()
+        # Compared with the loop, not "is a send scheduled": a send scheduled on a loop that has
+        # ended since would never run, and these acknowledgements with it.
+        if self._scheduled_on is not loop:
+            self._scheduled_on = loop
+            loop.call_soon(self._send)
+        self._replies.append(msg.reply)
+
+    def _send(self) -> None:
+        self._scheduled_on = None
+        replies, self._replies = self._replies, []
+        if replies:
+            task = asyncio.get_running_loop().create_task(self._write(replies))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _write(self, replies: list[str]) -> None:
+        try:
+            nc = self._conn.nc
+            if supported(nc):
+                await send_frames(nc, [b"PUB %s 0\r\n\r\n" % reply.encode() for reply in replies])
+            else:
+                for reply in replies:
+                    await nc.publish(reply)
+            self.sent += len(replies)
+        except Exception as exc:
+            log.warning("%d acknowledgements not sent (%r): the server will redeliver them", len(replies), exc)
+
+    async def wait(self) -> None:
+        """Sends what is gathered now and waits until every acknowledgement is handed to the client."""
+        self._send()
+        while self._sending:
+            await asyncio.wait(set(self._sending))

@@ -1,0 +1,99 @@
+"""hulk.messaging.frames against a real nats-server: grouped frames arrive intact; batched acks settle."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from nats.errors import ConnectionClosedError
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+from hulk.messaging.connection import NatsConnection
+from hulk.messaging.frames import AckBatcher, frame, send_frames, supported
+
+
+def test_frames_are_the_protocol_lines() -> None:
+    assert frame("a.b", b"hi") == b"PUB a.b 2\r\nhi\r\n"
+    assert frame("a.b", b"", reply="_INBOX.x") == b"PUB a.b _INBOX.x 0\r\n\r\n"
+    headers = b"NATS/1.0\r\nK: v\r\n\r\n"
+    assert frame("a", b"xy", headers={"K": "v"}) == b"HPUB a %d %d\r\n%sxy\r\n" % (
+        len(headers),
+        len(headers) + 2,
+        headers,
+    )
+
+
+async def test_a_group_of_frames_arrives_in_order_with_headers(conn: NatsConnection) -> None:
+    nc = conn.nc
+    assert supported(nc)
+    got: list[Any] = []
+    done = asyncio.Event()
+
+    async def on_msg(msg: Any) -> None:
+        got.append(msg)
+        if len(got) == 3:
+            done.set()
+
+    await nc.subscribe("frames.>", cb=on_msg)
+    await nc.flush()
+    out = [frame("frames.1", b"one"), frame("frames.2", b"two", headers={"Hulk-X": "y"}), frame("frames.3", b"")]
+    await send_frames(nc, out, payload_bytes=6)
+    await asyncio.wait_for(done.wait(), 5)
+    assert [(m.subject, m.data) for m in got] == [("frames.1", b"one"), ("frames.2", b"two"), ("frames.3", b"")]
+    assert got[1].headers == {"Hulk-X": "y"}
+
+
+async def test_batched_acks_settle_jetstream_messages(conn: NatsConnection) -> None:
+    js = conn.js
+    await js.add_stream(StreamConfig(name="FRAMES", subjects=["fr.>"]))
+    await js.add_consumer("FRAMES", ConsumerConfig(durable_name="w", ack_policy=AckPolicy.EXPLICIT, ack_wait=30))
+    for i in range(20):
+        await js.publish("fr.t", b"%d" % i)
+    sub = await js.pull_subscribe_bind("w", "FRAMES")
+    msgs = await sub.fetch(20, timeout=5)
+    batcher = AckBatcher(conn)
+    for msg in msgs:
+        batcher.add(msg)
+    await batcher.wait()
+    assert batcher.sent == 20
+
+    async def settled() -> None:
+        # The server applies acks asynchronously: poll its count, bounded by wait_for.
+        while True:
+            info = await js.consumer_info("FRAMES", "w")
+            if info.num_ack_pending == 0 and info.num_pending == 0:
+                return
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(settled(), 5)
+
+
+async def test_send_frames_refuses_a_closed_client(conn: NatsConnection) -> None:
+    nc = conn.nc
+    await nc.close()
+    with pytest.raises(ConnectionClosedError):
+        await send_frames(nc, [frame("x", b"")])
+
+
+async def test_acks_of_a_loop_that_ended_still_leave_on_the_next_one(conn: NatsConnection) -> None:
+    class FakeMsg:
+        def __init__(self, reply: str) -> None:
+            self.reply = reply
+            self._ackd = False
+
+        def _check_reply(self) -> None:
+            assert self.reply
+
+    batcher = AckBatcher(conn)
+    # A send scheduled on another loop (one that ended before running it) must not hold the acks.
+    ended = asyncio.new_event_loop()
+    ended.close()
+    batcher._scheduled_on = ended
+    try:
+        got = await conn.nc.subscribe("acks.late")
+        batcher.add(FakeMsg("acks.late"))
+        await batcher.wait()
+        assert (await got.next_msg(timeout=5)).data == b""
+    finally:
+        assert batcher._scheduled_on is None
