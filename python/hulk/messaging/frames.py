@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nats.errors import ConnectionClosedError, OutboundBufferLimitError
+from nats.errors import BadHeaderError, ConnectionClosedError, OutboundBufferLimitError
 
 __all__ = ["AckBatcher", "frame", "send_frames", "supported"]
 
@@ -29,12 +30,32 @@ log = logging.getLogger("hulk.messaging")
 _HEADER_LINE = b"NATS/1.0\r\n"
 
 
+# As nats-py does: header names are RFC 7230 tokens, values are trimmed and CR/LF become spaces (a
+# value can never end the header block early). Names seen once are remembered: there are few.
+_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_HEADER_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
+_GOOD_KEYS: set[str] = set()
+
+
+def _header_line(key: str, value: str) -> bytes:
+    if key not in _GOOD_KEYS:
+        if _HEADER_KEY(key) is None:
+            raise BadHeaderError(key)
+        if len(_GOOD_KEYS) < 1024:
+            _GOOD_KEYS.add(key)
+    return b"%s: %s\r\n" % (key.encode(), value.strip().translate(_HEADER_VALUE_NEWLINES).encode())
+
+
 def frame(subject: str, payload: bytes, reply: str = "", headers: Mapping[str, str] | None = None) -> bytes:
-    """The protocol frame of one message: `PUB`, or `HPUB` when it has headers."""
+    """The protocol frame of one message: `PUB`, or `HPUB` when it has headers.
+
+    Raises:
+        nats.errors.BadHeaderError: a header name that is not an HTTP token.
+    """
     head = subject.encode() + b" " + reply.encode() if reply else subject.encode()
     if not headers:
         return b"PUB %s %d\r\n%s\r\n" % (head, len(payload), payload)
-    block = _HEADER_LINE + b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in headers.items()) + b"\r\n"
+    block = _HEADER_LINE + b"".join(_header_line(k, v) for k, v in headers.items()) + b"\r\n"
     size = len(block)
     return b"HPUB %s %d %d\r\n%s%s\r\n" % (head, size, size + len(payload), block, payload)
 

@@ -133,6 +133,44 @@ class AckPipeline:
             raise
         return fut
 
+    async def publish_many(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]]
+    ) -> list[asyncio.Future[dict[str, Any]]]:
+        """Sends many `(subject, payload, headers)` messages at once, each acknowledged on its own.
+
+        Like `publish` for each message (the futures are in order), but the frames are handed to
+        the client as one append when it allows (see `hulk.messaging.frames`). Waits for room for
+        all of them first.
+
+        Raises:
+            nats.errors.Error: the messages could not be sent (connection closed...).
+        """
+        if not messages:
+            return []
+        if self._sub is None:
+            await self.start()
+        if not self._frames:
+            return [await self.publish(subject, payload, headers) for subject, payload, headers in messages]
+        await self._reserve(len(messages))
+        tokens: list[str] = []
+        futs: list[asyncio.Future[dict[str, Any]]] = []
+        out: list[bytes] = []
+        prefix = self._prefix
+        size = 0
+        for subject, payload, headers in messages:
+            token, fut = self._track(1)
+            tokens.append(token)
+            futs.append(fut)
+            out.append(frame(subject, payload, prefix + token, headers))
+            size += len(payload)
+        try:
+            await send_frames(self._conn.nc, out, size)
+        except BaseException:
+            for token in tokens:
+                self._finish(token)
+            raise
+        return futs
+
     async def publish_group(
         self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]]
     ) -> asyncio.Future[dict[str, Any]]:

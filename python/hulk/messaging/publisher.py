@@ -96,9 +96,18 @@ class TaskProducer:
             IntakeFull: one of them was refused (others may be stored).
         """
         results: list[SubmitResult] = []
+        # The caller's trace context is the same for every task: look it up once.
+        trace_headers: dict[str, str] = {}
+        inject_trace(trace_headers)
         for start in range(0, len(tasks), window):
             chunk = tasks[start : start + window]
-            futs = [await self._pipeline.publish(intake_subject(t.type), t.body(), t.to_headers()) for t in chunk]
+            messages = []
+            for t in chunk:
+                headers = t.to_headers(trace=False)
+                if trace_headers and "traceparent" not in headers:
+                    headers.update(trace_headers)
+                messages.append((intake_subject(t.type), t.body(), headers))
+            futs = await self._pipeline.publish_many(messages)
             for t, fut in zip(chunk, futs, strict=True):
                 try:
                     results.append(self._result(t, await fut))

@@ -266,3 +266,26 @@ async def test_events_linger_into_one_message_per_kind(conn: NatsConnection, tmp
     with pytest.raises(ValueError, match="linger"):
         NatsEventSink(pub, linger=-0.1)
     await pub.close()
+
+
+async def test_publish_many_acknowledges_each_message_on_its_own(conn: NatsConnection) -> None:
+    from hulk.messaging.pipeline import AckPipeline, PublishError
+
+    pipe = AckPipeline(conn, timeout=5.0)
+    kv = NatsStatusStore(conn, ttl=60)
+    await kv.start()
+    assert await pipe.publish_many([]) == []
+    futs = await pipe.publish_many(
+        [
+            ("$KV.hulk_status.m1", b"{}", None),
+            ("no.stream.here", b"{}", None),
+            ("$KV.hulk_status.m2", b"{}", {"Hulk-Test": "1"}),
+        ]
+    )
+    first, refused, last = futs
+    assert (await first)["stream"] == "KV_hulk_status"
+    with pytest.raises(PublishError):
+        await refused
+    assert (await last)["seq"] > (await first)["seq"]
+    assert pipe.pending == 0
+    await pipe.close()

@@ -6,11 +6,17 @@ import asyncio
 from typing import Any
 
 import pytest
-from nats.errors import ConnectionClosedError
+from nats.errors import BadHeaderError, ConnectionClosedError
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from hulk.messaging.connection import NatsConnection
 from hulk.messaging.frames import AckBatcher, frame, send_frames, supported
+
+
+def test_header_values_cannot_break_the_frame_and_bad_names_are_refused() -> None:
+    assert frame("a", b"", headers={"K": " x\r\ny "}) == b"HPUB a 21 21\r\nNATS/1.0\r\nK: x  y\r\n\r\n\r\n"
+    with pytest.raises(BadHeaderError):
+        frame("a", b"", headers={"bad name": "v"})
 
 
 def test_frames_are_the_protocol_lines() -> None:
