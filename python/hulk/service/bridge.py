@@ -80,7 +80,7 @@ class EngineIntake:
             self._spawn(delivery.ack())
             return None
         headers = envelope.headers
-        trace = {name: headers[name] for name in TRACE_HEADERS if name in headers} or None
+        trace = ({name: headers[name] for name in TRACE_HEADERS if name in headers} or None) if headers else None
         task = Task(
             envelope.type,
             envelope.payload,

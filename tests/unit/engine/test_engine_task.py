@@ -126,3 +126,15 @@ class TransitionMachine(RuleBasedStateMachine):
 
 
 TestTransitions = TransitionMachine.TestCase
+
+
+def test_to_dict_has_every_field_once_with_plain_strings() -> None:
+    task = Task("x", {"a": 1}, id="t1")
+    task.status = TaskStatus.SUCCEEDED
+    task.error = TaskError("ValueError", "no")
+    data = task.to_dict()
+    assert list(data) == [*Task._FIELDS, "error"]
+    assert type(data["status"]) is str
+    assert data["status"] == "succeeded"
+    assert data["error"] == {"type": "ValueError", "message": "no", "traceback": ""}
+    assert Task.from_dict(data).to_dict() == data
