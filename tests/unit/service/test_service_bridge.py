@@ -26,6 +26,9 @@ class FakeDelivery:
     async def ack(self) -> None:
         self._settle("ack")
 
+    def ack_nowait(self) -> None:
+        self._settle("ack")
+
     async def nak(self, delay: float = 0.0) -> None:
         self._settle("nak", delay)
 
