@@ -21,9 +21,15 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nats.errors import BadHeaderError, ConnectionClosedError, OutboundBufferLimitError
+from nats.errors import (
+    BadHeaderError,
+    BadSubjectError,
+    ConnectionClosedError,
+    MaxPayloadError,
+    OutboundBufferLimitError,
+)
 
-__all__ = ["AckBatcher", "frame", "send_frames", "supported"]
+__all__ = ["AckBatcher", "check_payload", "frame", "send_frames", "supported"]
 
 log = logging.getLogger("hulk.messaging")
 
@@ -35,6 +41,7 @@ _HEADER_LINE = b"NATS/1.0\r\n"
 _HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _HEADER_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
 _GOOD_KEYS: set[str] = set()
+_SUBJECT_INVALID = re.compile(r"\s").search
 
 
 def _header_line(key: str, value: str) -> bytes:
@@ -50,8 +57,12 @@ def frame(subject: str, payload: bytes, reply: str = "", headers: Mapping[str, s
     """The protocol frame of one message: `PUB`, or `HPUB` when it has headers.
 
     Raises:
+        nats.errors.BadSubjectError: an empty subject, or white space in the subject or reply.
         nats.errors.BadHeaderError: a header name that is not an HTTP token.
     """
+    # As nats-py checks: a subject with white space or CR/LF would inject protocol commands.
+    if not subject or _SUBJECT_INVALID(subject) or (reply and _SUBJECT_INVALID(reply)):
+        raise BadSubjectError
     head = subject.encode() + b" " + reply.encode() if reply else subject.encode()
     if not headers:
         return b"PUB %s %d\r\n%s\r\n" % (head, len(payload), payload)
@@ -65,8 +76,20 @@ def supported(nc: Any) -> bool:
     return callable(getattr(nc, "_send_command", None)) and callable(getattr(nc, "_flush_pending", None))
 
 
+def check_payload(nc: Any, payload: bytes) -> None:
+    """Refuses a payload larger than the server takes (it would close the connection), as `publish` does.
+
+    Raises:
+        nats.errors.MaxPayloadError: `payload` is larger than the server's `max_payload`.
+    """
+    if len(payload) > nc.max_payload:
+        raise MaxPayloadError
+
+
 async def send_frames(nc: Any, frames: Sequence[bytes], payload_bytes: int = 0) -> None:
     """Appends the frames of `len(frames)` messages to the client's outgoing buffer and asks for a flush.
+
+    The caller checks each payload with `check_payload` first.
 
     Raises:
         nats.errors.ConnectionClosedError: the client is closed.

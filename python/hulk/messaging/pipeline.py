@@ -34,7 +34,7 @@ from nats.aio.subscription import Subscription
 
 from hulk.errors import HulkError
 from hulk.messaging.connection import NatsConnection, cancel_and_wait
-from hulk.messaging.frames import frame, send_frames
+from hulk.messaging.frames import check_payload, frame, send_frames
 from hulk.messaging.frames import supported as frames_supported
 
 __all__ = ["AckPipeline", "PublishError"]
@@ -127,7 +127,12 @@ class AckPipeline:
         await self._reserve(1)
         token, fut = self._track(1)
         try:
-            await self._conn.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+            if self._frames:
+                nc = self._conn.nc
+                check_payload(nc, payload)
+                await send_frames(nc, [frame(subject, payload, self._prefix + token, headers)], len(payload))
+            else:
+                await self._conn.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
         except BaseException:
             self._finish(token)
             raise
@@ -157,14 +162,17 @@ class AckPipeline:
         out: list[bytes] = []
         prefix = self._prefix
         size = 0
-        for subject, payload, headers in messages:
-            token, fut = self._track(1)
-            tokens.append(token)
-            futs.append(fut)
-            out.append(frame(subject, payload, prefix + token, headers))
-            size += len(payload)
+        nc = self._conn.nc
+        for _subject, payload, _headers in messages:
+            check_payload(nc, payload)
         try:
-            await send_frames(self._conn.nc, out, size)
+            for subject, payload, headers in messages:
+                token, fut = self._track(1)
+                tokens.append(token)
+                futs.append(fut)
+                out.append(frame(subject, payload, prefix + token, headers))
+                size += len(payload)
+            await send_frames(nc, out, size)
         except BaseException:
             for token in tokens:
                 self._finish(token)
@@ -193,6 +201,8 @@ class AckPipeline:
         try:
             if self._frames:
                 # The whole group as one append to the client's buffer (see `hulk.messaging.frames`).
+                for message in messages:
+                    check_payload(nc, message[1])
                 last = messages[-1]
                 out = [frame(subject, payload, "", headers) for subject, payload, headers in messages[:-1]]
                 out.append(frame(last[0], last[1], self._prefix + token, last[2]))

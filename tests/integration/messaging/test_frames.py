@@ -103,3 +103,25 @@ async def test_acks_of_a_loop_that_ended_still_leave_on_the_next_one(conn: NatsC
         assert (await got.next_msg(timeout=5)).data == b""
     finally:
         assert batcher._scheduled_on is None
+
+
+async def test_bad_subjects_and_oversized_payloads_are_refused_before_sending(conn: NatsConnection) -> None:
+    from nats.errors import BadSubjectError, MaxPayloadError
+
+    from hulk.messaging.pipeline import AckPipeline
+
+    with pytest.raises(BadSubjectError):
+        frame("a b", b"")
+    with pytest.raises(BadSubjectError):
+        frame("", b"")
+    pipe = AckPipeline(conn, timeout=5.0)
+    too_big = b"x" * (conn.nc.max_payload + 1)
+    with pytest.raises(MaxPayloadError):
+        await pipe.publish("frames.big", too_big)
+    with pytest.raises(MaxPayloadError):
+        await pipe.publish_many([("frames.ok", b"", None), ("frames.big", too_big, None)])
+    with pytest.raises(BadSubjectError):
+        await pipe.publish_many([("frames.ok", b"", None), ("bad subject", b"", None)])
+    assert pipe.pending == 0
+    assert conn.nc.is_connected  # nothing malformed reached the server
+    await pipe.close()
