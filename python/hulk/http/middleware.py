@@ -217,10 +217,13 @@ class PlatformMiddleware:
             await self.app(scope, receive, send)
             return
         rid = ""
+        length: bytes | None = None
+        # One pass over the headers for everything this layer reads.
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                rid = value.decode("latin-1")[:128]
-                break
+                rid = rid or value.decode("latin-1")[:128]
+            elif name == b"content-length":
+                length = value
         if not rid:
             rid = f"{self._prefix}-{next(self._ids)}"
         scope["hulk.request_id"] = rid
@@ -233,7 +236,7 @@ class PlatformMiddleware:
         span = None if span_cm is None else span_cm.__enter__()
         failure: BaseException | None = None
         try:
-            await self._guarded(scope, receive, exchange, rid, exempt)
+            await self._guarded(scope, receive, exchange, rid, exempt, length)
         except BaseException as exc:  # only a cancellation from outside gets here
             failure = exc
             raise
@@ -264,14 +267,13 @@ class PlatformMiddleware:
                 else:
                     span_cm.__exit__(type(failure), failure, failure.__traceback__)
 
-    async def _guarded(self, scope: Scope, receive: Receive, exchange: _Exchange, rid: str, exempt: bool) -> None:
+    async def _guarded(
+        self, scope: Scope, receive: Receive, exchange: _Exchange, rid: str, exempt: bool, length: bytes | None
+    ) -> None:
         if scope["method"] not in _NO_BODY:
-            for name, value in scope["headers"]:
-                if name == b"content-length":
-                    if value.isdigit() and int(value) > self.body_limit:
-                        await self._too_large(exchange, rid)
-                        return
-                    break
+            if length is not None and length.isdigit() and int(length) > self.body_limit:
+                await self._too_large(exchange, rid)
+                return
             receive = _CountingReceive(receive, self.body_limit)
         task = None if exempt else self.deadlines.enter()
         try:
