@@ -427,3 +427,64 @@ class L1Cache:
         `evictions` counts entries dropped to make room and expired entries dropped when read;
         `hit_ratio` is hits / (hits + misses), 0.0 before any read; `size` is `len()`.
         """
+
+# --- TypeLedger ----------------------------------------------------------------------------------
+
+@final
+class TypeLedger:
+    """One task type's hot-path bookkeeping, fused: one native call per task transition.
+
+    Holds the type's queue, counters, histograms and (optional) breaker, and does what accepting,
+    starting and finishing a task does to them in one call each. The objects stay the caller's:
+    their values are read as usual. Every method is O(1), stays attached to the GIL and takes at
+    most the breaker's lock.
+
+    Args:
+        queue: where `push` appends.
+        submitted: counts `push`es that were accepted.
+        started: counts `begin`s the breaker allowed.
+        succeeded: counts `succeed` calls.
+        latency: receives each allowed `begin`'s `waited` (negative values as 0).
+        duration: receives each `succeed`'s `duration` (negative values as 0).
+        breaker: asked by `begin`, told by `succeed` (None: none).
+    """
+
+    def __new__(
+        cls,
+        *,
+        queue: BoundedQueue,
+        submitted: Counter,
+        started: Counter,
+        succeeded: Counter,
+        latency: Histogram,
+        duration: Histogram,
+        breaker: CircuitBreaker | None = None,
+    ) -> Self: ...
+    def push(self, task: object) -> bool:
+        """Appends `task` to the queue and counts it submitted; False (nothing counted) when full.
+
+        Raises:
+            QueueClosed: the queue is closed.
+        """
+
+    def begin(self, now: float, waited: float) -> bool:
+        """Starts an attempt at monotonic `now`, `waited` seconds after it was queued.
+
+        Asks the breaker; when it allows, counts the start and records `waited` in `latency`.
+
+        Returns:
+            False when the breaker refuses (counted as rejected by the breaker, nothing else).
+
+        Raises:
+            ValueError: `now` or `waited` is not finite.
+        """
+
+    def succeed(self, duration: float, now: float, cached: bool = False) -> None:
+        """Ends an attempt that succeeded after `duration` seconds, at monotonic `now`.
+
+        Tells the breaker (a success; with `cached`, only frees the call's probe slot since the
+        dependency was not called), counts the success and records `duration`.
+
+        Raises:
+            ValueError: `duration` or `now` is not finite.
+        """

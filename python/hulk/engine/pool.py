@@ -60,7 +60,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker
+from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker, Histogram, TypeLedger
 from hulk.context import current_task_var, runtime_cache_var
 from hulk.engine.clock import Clock, SystemClock
 from hulk.engine.config import BackoffPolicy, BreakerPolicy, EngineConfig
@@ -120,7 +120,6 @@ _dumps = orjson.dumps
 _TRIVIAL_PAYLOADS = frozenset({bool, float})
 
 _set_current_task = current_task_var.set
-_reset_current_task = current_task_var.reset
 
 # What a cache lookup returns on a miss (a stored None result is a hit).
 _MISS: Any = object()
@@ -190,25 +189,25 @@ class _TypeRuntime:
 
     __slots__ = (
         "active",
+        "begin",
         "breaker",
         "cache_hits_inc",
         "cache_ttl",
         "call_mode",
-        "duration_observe",
         "fail_fast",
         "fn",
         "kind",
+        "ledger",
         "limit",
         "metrics",
         "mode",
         "parked",
         "pass_task",
+        "push",
         "retries",
         "scheduler",
         "spec",
-        "started_inc",
-        "submitted_inc",
-        "succeeded_inc",
+        "succeed",
         "timeout",
     )
 
@@ -220,6 +219,8 @@ class _TypeRuntime:
         breaker: CircuitBreaker | None,
         fail_fast: bool,
         metrics: TypeMetrics,
+        queue: BoundedQueue,
+        latency: Histogram,
         has_cache: bool = False,
     ) -> None:
         self.spec = spec
@@ -237,15 +238,25 @@ class _TypeRuntime:
         self.metrics = metrics
         # What the worker loop needs, one attribute away: how to call the handler (0: await
         # fn(payload), 1: await fn(payload, task=task), 2: off the loop, 3: through the result
-        # cache, which then calls it the `call_mode` way) and bound metric methods.
+        # cache, which then calls it the `call_mode` way) and the ledger's bound methods: one
+        # native call each to accept (queue + count), start (breaker + count + wait histogram)
+        # and succeed (breaker + count + duration histogram).
         self.call_mode = 2 if self.kind != _LOOP else (1 if self.pass_task else 0)
         self.cache_ttl = spec.cache_ttl if has_cache else None
         self.mode = 3 if self.cache_ttl is not None else self.call_mode
         self.cache_hits_inc = metrics.cache_hits.inc
-        self.submitted_inc = metrics.submitted.inc
-        self.started_inc = metrics.started.inc
-        self.succeeded_inc = metrics.succeeded.inc
-        self.duration_observe = metrics.duration.observe
+        self.ledger = ledger = TypeLedger(
+            queue=queue,
+            submitted=metrics.submitted,
+            started=metrics.started,
+            succeeded=metrics.succeeded,
+            latency=latency,
+            duration=metrics.duration,
+            breaker=breaker,
+        )
+        self.push = ledger.push
+        self.begin = ledger.begin
+        self.succeed = ledger.succeed
 
 
 class _Worker:
@@ -405,6 +416,8 @@ class WorkerPool:
                 breaker,
                 breaker is not None and self._fail_fast[breaker.name],
                 self.metrics.for_type(spec.name),
+                self._q,
+                self.metrics.latency,
                 has_cache=self.cache is not None,
             )
 
@@ -497,11 +510,12 @@ class WorkerPool:
             if len(self._delay_sched) >= self.config.max_scheduled:
                 raise _queue_full(self.config.max_scheduled)
             self._hold(task, self._delay_sched, now + delay, wall)
+            rt.metrics.submitted.inc()
         else:
             if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
-            if not self._q.try_push(task):
+            if not rt.push(task):
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
             task.status = QUEUED
@@ -512,7 +526,6 @@ class WorkerPool:
             if self._sleepers and not self._wake_armed:
                 self._arm_wake()
         self._live[task.id] = task
-        rt.metrics.submitted.inc()
         return task
 
     def submit_payload(
@@ -586,7 +599,7 @@ class WorkerPool:
             task.timeout = rt.timeout if timeout is None else timeout
             task.trace = trace
             task.type = type
-            if not self._q.try_push(task):
+            if not rt.push(task):
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
             self._pend((task, None, QUEUED, wall))
@@ -595,7 +608,6 @@ class WorkerPool:
             if self._sleepers and not self._wake_armed:
                 self._arm_wake()
             self._live[task.id] = task
-            rt.submitted_inc()
         if idempotency_key is not None:
             self._remember(task)
         return task
@@ -839,13 +851,11 @@ class WorkerPool:
         emit = pending.append
         now_fn = self._now
         batch = self._batch
-        latency_observe = self.metrics.latency.observe
         queued_status = QUEUED
         running_status = RUNNING
         succeeded_status = SUCCEEDED
         scalars = _JSON_SCALARS
         set_task = _set_current_task
-        reset_task = _reset_current_task
         now = now_fn()
         offset = self._wall
         took = False
@@ -892,23 +902,23 @@ class WorkerPool:
                     self._parked_count += 1
                     continue
                 rt.active += 1
-            breaker = rt.breaker
-            if breaker is not None and not breaker.allow(now):
+            started = now + offset
+            # Breaker, start count and submit-to-start histogram in one native call.
+            if not rt.begin(now, started - task.queued_at):
                 if rt.limit:
                     self._release_slot(rt)
-                self._refused(task, rt, breaker, now)
+                set_task(None)  # no attempt: hooks and deliveries must not see the previous one
+                self._refused(task, rt, rt.breaker, now)
                 continue
-
-            started = now + offset
             task.status = running_status
             task.attempt += 1
             task.started_at = started
             emit((task, queued_status, running_status, started))
-            rt.started_inc()
-            latency_observe(started - task.queued_at)  # type: ignore[operator]
             worker.task = task
             # Set before the call, so a sync handler's thread gets it in its copy of the context.
-            token = set_task(task)
+            # Never reset: the next attempt sets it again, and nothing else runs in this worker's
+            # context (tasks a handler creates copy the context as it is during the attempt).
+            set_task(task)
             try:
                 mode = rt.mode
                 if task.trace is not None and _sampled(task.trace):
@@ -958,19 +968,12 @@ class WorkerPool:
                 task.finished_at = finished
                 task.status = succeeded_status
                 emit((task, running_status, succeeded_status, finished))
-                duration = finished - started
-                if breaker is not None:
-                    if task.cached:
-                        breaker.release(now)  # the dependency was not called: no evidence either way
-                    else:
-                        breaker.record_success(duration, now)
-                rt.succeeded_inc()
-                rt.duration_observe(duration)
+                # Breaker evidence (none for a cached result: the dependency was not called),
+                # success count and duration histogram in one native call.
+                rt.succeed(finished - started, now, task.cached)
                 del live[task.id]
                 if task._delivery is not None:
                     self._settle(task)
-            finally:
-                reset_task(token)
             if rt.limit:
                 self._release_slot(rt)
 
