@@ -7,14 +7,22 @@
 //! call. The objects stay the ones Python reads (`metrics.for_type(...).started`, the breaker in
 //! `pool.breakers`), so nothing else changes.
 //!
+//! It also writes the task record itself: `accept` creates the task (a plain `__slots__` object of
+//! the class it was given) with every field set, `begin` and `succeed` move its status, attempt and
+//! times, and each appends its transition to the pool's event buffer. Fields are written through
+//! the class's own member descriptors (the offsets `PyMember_SetOne` uses), checked once when the
+//! ledger is made; every call checks that the task is an instance of that class.
+//!
 //! The bookkeeping itself is plain Rust (`begin`, `succeed`) tested without Python.
 
 use crate::breaker::{Breaker, PyCircuitBreaker};
 use crate::counters::{AtomicCounter, AtomicHistogram, PyCounter, PyHistogram};
 use crate::queue::PyBoundedQueue;
 use parking_lot::Mutex;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::types::{PyFloat, PyIterator, PyList, PyTuple, PyType};
 
 /// Starts an attempt: asks the breaker (if any); when allowed, counts the start and records how
 /// long the task waited. Returns whether the attempt may run.
@@ -71,7 +79,266 @@ fn check_time(what: &str, value: f64) -> PyResult<f64> {
     }
 }
 
-/// One task type's hot-path bookkeeping: queue push, counters, histograms and breaker, fused.
+// --- the task record ---------------------------------------------------------------------------
+
+/// The fields of the task record the ledger writes, as named in the class's `__slots__`.
+pub const FIELDS: [&str; 22] = [
+    "_delivery",
+    "_rt",
+    "_sched",
+    "attempt",
+    "cached",
+    "created_at",
+    "error",
+    "finished_at",
+    "id",
+    "idempotency_key",
+    "max_retries",
+    "payload",
+    "priority",
+    "queued_at",
+    "result",
+    "run_at",
+    "started_at",
+    "status",
+    "tenant",
+    "timeout",
+    "trace",
+    "type",
+];
+const DELIVERY: usize = 0;
+const RT: usize = 1;
+const SCHED: usize = 2;
+const ATTEMPT: usize = 3;
+const CACHED: usize = 4;
+const CREATED_AT: usize = 5;
+const ERROR: usize = 6;
+const FINISHED_AT: usize = 7;
+const ID: usize = 8;
+const IDEMPOTENCY_KEY: usize = 9;
+const MAX_RETRIES: usize = 10;
+const PAYLOAD: usize = 11;
+const PRIORITY: usize = 12;
+const QUEUED_AT: usize = 13;
+const RESULT: usize = 14;
+const RUN_AT: usize = 15;
+const STARTED_AT: usize = 16;
+const STATUS: usize = 17;
+const TENANT: usize = 18;
+const TIMEOUT: usize = 19;
+const TRACE: usize = 20;
+const TYPE: usize = 21;
+
+/// Where each field lives in an instance of the task class: the offsets of its `__slots__`
+/// member descriptors (object slots that raise AttributeError while unset).
+struct Layout {
+    class: Py<PyType>,
+    offsets: [ffi::Py_ssize_t; FIELDS.len()],
+}
+
+impl Layout {
+    fn of(class: &Bound<'_, PyType>) -> PyResult<Self> {
+        let mut offsets = [0; FIELDS.len()];
+        let header = std::mem::size_of::<ffi::PyObject>() as ffi::Py_ssize_t;
+        let basic = class.getattr("__basicsize__")?.extract::<ffi::Py_ssize_t>()?;
+        for (offset, name) in offsets.iter_mut().zip(FIELDS) {
+            let descr = class.getattr(name)?;
+            // SAFETY: reading the type of a live object; comparing with the address of the
+            // interpreter's member-descriptor type (never written).
+            let is_member = unsafe {
+                ffi::Py_TYPE(descr.as_ptr()) == std::ptr::addr_of_mut!(ffi::PyMemberDescr_Type)
+            };
+            if !is_member {
+                return Err(PyTypeError::new_err(format!(
+                    "TypeLedger(task_class): {name:?} is not a __slots__ field"
+                )));
+            }
+            // SAFETY: `descr` is a member descriptor (checked above), whose `d_member` points to
+            // the PyMemberDef its class owns for as long as the class lives (we hold the class).
+            let (code, flags, at) = unsafe {
+                let member = (*descr.as_ptr().cast::<ffi::PyMemberDescrObject>())
+                    .d_member
+                    .cast::<ffi::PyMemberDef>();
+                ((*member).type_code, (*member).flags, (*member).offset)
+            };
+            let writable = flags & (ffi::Py_READONLY | ffi::Py_RELATIVE_OFFSET) == 0;
+            let width = std::mem::size_of::<*mut ffi::PyObject>() as ffi::Py_ssize_t;
+            let inside = at >= header && at + width <= basic && at % width == 0;
+            if code != ffi::Py_T_OBJECT_EX || !writable || !inside {
+                return Err(PyTypeError::new_err(format!(
+                    "TypeLedger(task_class): {name:?} is not a writable object slot"
+                )));
+            }
+            *offset = at;
+        }
+        Ok(Self {
+            class: class.clone().unbind(),
+            offsets,
+        })
+    }
+
+    /// `task` as a record of this layout, or TypeError.
+    #[inline]
+    fn record<'a, 'py>(&'a self, task: &'a Bound<'py, PyAny>) -> PyResult<Record<'a, 'py>> {
+        // SAFETY: both pointers are live objects; PyObject_TypeCheck only reads their types.
+        let ok = unsafe {
+            ffi::PyObject_TypeCheck(task.as_ptr(), self.class.as_ptr().cast::<ffi::PyTypeObject>())
+        } != 0;
+        if ok {
+            Ok(Record {
+                task,
+                offsets: &self.offsets,
+            })
+        } else {
+            Err(PyTypeError::new_err(format!(
+                "TypeLedger: expected a task record, got {}",
+                task.get_type().name()?
+            )))
+        }
+    }
+
+    /// A new, empty instance of the class (every field unset).
+    fn allocate<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let class = self.class.as_ptr().cast::<ffi::PyTypeObject>();
+        // SAFETY: `class` is a live type object; tp_alloc (PyType_GenericAlloc for a class made
+        // by a class statement) returns a new reference with every slot NULL, or NULL with an
+        // exception set.
+        unsafe {
+            let alloc = (*class).tp_alloc.unwrap_or(ffi::PyType_GenericAlloc);
+            Bound::from_owned_ptr_or_err(py, alloc(class, 0))
+        }
+    }
+}
+
+/// A task known to be an instance of the layout's class.
+struct Record<'a, 'py> {
+    task: &'a Bound<'py, PyAny>,
+    offsets: &'a [ffi::Py_ssize_t; FIELDS.len()],
+}
+
+impl<'py> Record<'_, 'py> {
+    #[inline]
+    fn slot(&self, field: usize) -> *mut *mut ffi::PyObject {
+        // SAFETY: the offset was checked to lie inside the instance layout of the class, and
+        // the task is an instance of it (or of a subclass, which keeps the same layout).
+        unsafe {
+            self.task
+                .as_ptr()
+                .cast::<u8>()
+                .offset(self.offsets[field])
+                .cast::<*mut ffi::PyObject>()
+        }
+    }
+
+    /// Sets a field (what `PyMember_SetOne` does for an object slot).
+    #[inline]
+    fn set(&self, field: usize, value: &Bound<'py, PyAny>) {
+        let slot = self.slot(field);
+        // SAFETY: `slot` points to an object slot of a live instance (see `slot`); we store a
+        // new strong reference and release the old one after the store, as CPython does.
+        unsafe {
+            let old = *slot;
+            *slot = value.clone().into_ptr();
+            if !old.is_null() {
+                ffi::Py_DECREF(old);
+            }
+        }
+    }
+
+    /// A field's value, or AttributeError when it is unset.
+    #[inline]
+    fn get(&self, field: usize) -> PyResult<Bound<'py, PyAny>> {
+        let slot = self.slot(field);
+        // SAFETY: as in `set`; a non-NULL slot holds a strong reference owned by the task,
+        // which we borrow and turn into a new one.
+        let value = unsafe { *slot };
+        if value.is_null() {
+            return Err(pyo3::exceptions::PyAttributeError::new_err(FIELDS[field]));
+        }
+        // SAFETY: `value` is a live object (non-NULL slot of a live task).
+        Ok(unsafe { Bound::from_borrowed_ptr(self.task.py(), value) })
+    }
+
+    #[inline]
+    fn get_f64(&self, field: usize) -> PyResult<f64> {
+        self.get(field)?.extract::<f64>()
+    }
+}
+
+/// Appends `(task, previous, status, at)` to the event buffer.
+#[inline]
+fn emit<'py>(
+    pending: &Bound<'py, PyList>,
+    task: &Bound<'py, PyAny>,
+    previous: &Bound<'py, PyAny>,
+    status: &Bound<'py, PyAny>,
+    at: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let event = PyTuple::new(pending.py(), [task, previous, status, at])?;
+    pending.append(event)
+}
+
+// --- ids ---------------------------------------------------------------------------------------
+
+/// Task ids for native code: hands out the ids of an `IdGenerator`'s current block.
+///
+/// The generator stays the one source of ids (its `block(wall)` makes each block); this only
+/// takes ids from the block's iterator without a Python call per id.
+#[pyclass(frozen, module = "hulk._native", name = "IdStream")]
+pub struct PyIdStream {
+    generator: Py<PyAny>,
+    block: Mutex<Option<(Py<PyIterator>, f64)>>,
+}
+
+impl PyIdStream {
+    fn take<'py>(&self, py: Python<'py>, wall: f64) -> PyResult<Bound<'py, PyAny>> {
+        let current = self
+            .block
+            .lock()
+            .as_ref()
+            .filter(|(_, expires)| wall < *expires)
+            .map(|(ids, _)| ids.clone_ref(py));
+        if let Some(ids) = current {
+            if let Some(id) = ids.bind(py).clone().next() {
+                return id;
+            }
+        }
+        // A new block: the generator's own rules (time stamp, counter, expiry).
+        let made = self
+            .generator
+            .bind(py)
+            .call_method1(pyo3::intern!(py, "block"), (wall,))?;
+        let (ids, expires): (Bound<'py, PyAny>, f64) = made.extract()?;
+        let ids = ids.cast_into::<PyIterator>()?;
+        let first = ids.clone().next().ok_or_else(|| {
+            PyValueError::new_err("IdStream: the generator returned an empty block")
+        })??;
+        *self.block.lock() = Some((ids.unbind(), expires));
+        Ok(first)
+    }
+}
+
+#[pymethods]
+impl PyIdStream {
+    #[new]
+    #[pyo3(signature = (generator))]
+    fn new(generator: Py<PyAny>) -> Self {
+        Self {
+            generator,
+            block: Mutex::new(None),
+        }
+    }
+
+    /// One new id at Unix time `wall` (seconds).
+    fn next_id<'py>(&self, py: Python<'py>, wall: f64) -> PyResult<Bound<'py, PyAny>> {
+        self.take(py, check_time("next_id(wall)", wall)?)
+    }
+}
+
+// --- the ledger --------------------------------------------------------------------------------
+
+/// One task type's hot-path bookkeeping: the task record, queue, events, counters, histograms
+/// and breaker, fused.
 #[pyclass(frozen, module = "hulk._native", name = "TypeLedger")]
 pub struct PyTypeLedger {
     queue: Py<PyBoundedQueue>,
@@ -81,6 +348,17 @@ pub struct PyTypeLedger {
     latency: Py<PyHistogram>,
     duration: Py<PyHistogram>,
     breaker: Option<Py<PyCircuitBreaker>>,
+    layout: Layout,
+    runtime: Py<PyAny>,
+    type_name: Py<PyAny>,
+    retries: Py<PyAny>,
+    timeout: Py<PyAny>,
+    queued: Py<PyAny>,
+    running: Py<PyAny>,
+    succeeded_status: Py<PyAny>,
+    pending: Py<PyList>,
+    fresh: Py<PyList>,
+    ids: Py<PyIdStream>,
 }
 
 impl PyTypeLedger {
@@ -93,7 +371,11 @@ impl PyTypeLedger {
 #[pymethods]
 impl PyTypeLedger {
     #[new]
-    #[pyo3(signature = (*, queue, submitted, started, succeeded, latency, duration, breaker=None))]
+    #[pyo3(signature = (
+        *, queue, submitted, started, succeeded, latency, duration, task_class, runtime,
+        type_name, retries, timeout, statuses, pending, fresh, ids, breaker=None,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         queue: Py<PyBoundedQueue>,
         submitted: Py<PyCounter>,
@@ -101,9 +383,19 @@ impl PyTypeLedger {
         succeeded: Py<PyCounter>,
         latency: Py<PyHistogram>,
         duration: Py<PyHistogram>,
+        task_class: &Bound<'_, PyType>,
+        runtime: Py<PyAny>,
+        type_name: Py<PyAny>,
+        retries: Py<PyAny>,
+        timeout: Py<PyAny>,
+        statuses: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
+        pending: Py<PyList>,
+        fresh: Py<PyList>,
+        ids: Py<PyIdStream>,
         breaker: Option<Py<PyCircuitBreaker>>,
-    ) -> Self {
-        Self {
+    ) -> PyResult<Self> {
+        let (queued, running, succeeded_status) = statuses;
+        Ok(Self {
             queue,
             submitted,
             started,
@@ -111,7 +403,18 @@ impl PyTypeLedger {
             latency,
             duration,
             breaker,
-        }
+            layout: Layout::of(task_class)?,
+            runtime,
+            type_name,
+            retries,
+            timeout,
+            queued,
+            running,
+            succeeded_status,
+            pending,
+            fresh,
+            ids,
+        })
     }
 
     /// Appends `task` to the queue and counts it submitted; False (nothing counted) when full.
@@ -125,41 +428,141 @@ impl PyTypeLedger {
         Ok(pushed)
     }
 
-    /// Starts an attempt at monotonic `now` after `waited` seconds in the queue.
+    /// Creates a queued task of this type and queues it; None (nothing kept) when the queue is full.
+    #[pyo3(signature = (payload, wall, tenant, idempotency_key, retries, timeout, priority, trace))]
+    #[allow(clippy::too_many_arguments)]
+    fn accept<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &Bound<'py, PyAny>,
+        wall: f64,
+        tenant: &Bound<'py, PyAny>,
+        idempotency_key: &Bound<'py, PyAny>,
+        retries: &Bound<'py, PyAny>,
+        timeout: &Bound<'py, PyAny>,
+        priority: &Bound<'py, PyAny>,
+        trace: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let wall = check_time("accept(wall)", wall)?;
+        let task = self.layout.allocate(py)?;
+        let record = self.layout.record(&task)?;
+        let none = py.None().into_bound(py);
+        let at = PyFloat::new(py, wall).into_any();
+        let zero = 0i64.into_pyobject(py)?.into_any();
+        let no = false.into_pyobject(py)?.to_owned().into_any();
+        record.set(DELIVERY, &none);
+        record.set(RT, self.runtime.bind(py));
+        record.set(SCHED, &none);
+        record.set(ATTEMPT, &zero);
+        record.set(CACHED, &no);
+        record.set(CREATED_AT, &at);
+        record.set(ERROR, &none);
+        record.set(FINISHED_AT, &none);
+        record.set(ID, &self.ids.get().take(py, wall)?);
+        record.set(IDEMPOTENCY_KEY, idempotency_key);
+        record.set(
+            MAX_RETRIES,
+            if retries.is_none() { self.retries.bind(py) } else { retries },
+        );
+        record.set(PAYLOAD, payload);
+        record.set(PRIORITY, priority);
+        record.set(QUEUED_AT, &at);
+        record.set(RESULT, &none);
+        record.set(RUN_AT, &none);
+        record.set(STARTED_AT, &none);
+        record.set(STATUS, self.queued.bind(py));
+        record.set(TENANT, tenant);
+        record.set(
+            TIMEOUT,
+            if timeout.is_none() { self.timeout.bind(py) } else { timeout },
+        );
+        record.set(TRACE, trace);
+        record.set(TYPE, self.type_name.bind(py));
+        if !self.queue.get().push_one(py, task.clone().unbind())? {
+            return Ok(None);
+        }
+        self.submitted.get().inner.add(1);
+        emit(self.pending.bind(py), &task, &none, self.queued.bind(py), &at)?;
+        self.fresh.bind(py).append(&task)?;
+        Ok(Some(task))
+    }
+
+    /// Starts an attempt of `task` (queued) at monotonic `now`; `offset` turns it into Unix time.
     ///
-    /// Returns False when the breaker refuses it (nothing else is counted).
-    fn begin(&self, now: f64, waited: f64) -> PyResult<bool> {
+    /// Returns False, changing nothing but the breaker's refusal count, when the breaker refuses.
+    fn begin(&self, task: &Bound<'_, PyAny>, now: f64, offset: f64) -> PyResult<bool> {
+        let py = task.py();
         let now = check_time("begin(now)", now)?;
-        let waited = check_time("begin(waited)", waited)?;
-        Ok(begin(
+        let started = check_time("begin(offset)", now + offset)?;
+        let record = self.layout.record(task)?;
+        let waited = started - record.get_f64(QUEUED_AT)?;
+        let attempt = record.get(ATTEMPT)?.extract::<i64>()?;
+        if !begin(
             self.breaker(),
             &self.started.get().inner,
             &self.latency.get().inner,
             now,
-            waited,
-        ))
+            if waited.is_nan() { 0.0 } else { waited },
+        ) {
+            return Ok(false);
+        }
+        let at = PyFloat::new(py, started).into_any();
+        record.set(STATUS, self.running.bind(py));
+        record.set(ATTEMPT, &attempt.saturating_add(1).into_pyobject(py)?.into_any());
+        record.set(STARTED_AT, &at);
+        emit(
+            self.pending.bind(py),
+            task,
+            self.queued.bind(py),
+            self.running.bind(py),
+            &at,
+        )?;
+        Ok(true)
     }
 
-    /// Ends an attempt that succeeded after `duration` seconds, at monotonic `now`.
-    #[pyo3(signature = (duration, now, cached=false))]
-    fn succeed(&self, duration: f64, now: f64, cached: bool) -> PyResult<()> {
-        let duration = check_time("succeed(duration)", duration)?;
+    /// Ends `task`'s running attempt as a success with `result`, at monotonic `now`.
+    ///
+    /// Returns True when the task has a delivery to settle.
+    fn succeed(
+        &self,
+        task: &Bound<'_, PyAny>,
+        result: &Bound<'_, PyAny>,
+        now: f64,
+        offset: f64,
+    ) -> PyResult<bool> {
+        let py = task.py();
         let now = check_time("succeed(now)", now)?;
+        let finished = check_time("succeed(offset)", now + offset)?;
+        let record = self.layout.record(task)?;
+        let duration = finished - record.get_f64(STARTED_AT)?;
+        let cached = record.get(CACHED)?.is_truthy()?;
+        let at = PyFloat::new(py, finished).into_any();
+        record.set(RESULT, result);
+        record.set(FINISHED_AT, &at);
+        record.set(STATUS, self.succeeded_status.bind(py));
+        emit(
+            self.pending.bind(py),
+            task,
+            self.running.bind(py),
+            self.succeeded_status.bind(py),
+            &at,
+        )?;
         succeed(
             self.breaker(),
             &self.succeeded.get().inner,
             &self.duration.get().inner,
-            duration,
+            if duration.is_nan() { 0.0 } else { duration },
             now,
             cached,
         );
-        Ok(())
+        Ok(!record.get(DELIVERY)?.is_none())
     }
 }
 
-/// Adds `TypeLedger` to the native module.
+/// Adds `TypeLedger` and `IdStream` to the native module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTypeLedger>()?;
+    m.add_class::<PyIdStream>()?;
     Ok(())
 }
 

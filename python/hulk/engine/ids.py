@@ -92,6 +92,19 @@ class IdGenerator:
             new = next(self._ids)
         return new
 
+    def block(self, wall: float) -> tuple[Iterator[str], float]:
+        """Starts a new block of ids; returns its ids, in order, and the Unix time it expires.
+
+        For callers that take many ids in a row (the engine's native `IdStream`): take ids from
+        the iterator until it is exhausted or `wall` reaches the expiry, then ask for a new block.
+
+        Args:
+            wall: the current Unix time in seconds.
+        """
+        self._refill(int(wall * 1000))
+        self._expires = wall + self._max_age
+        return self._ids, self._expires
+
     def next(self, wall: float) -> str:
         """Returns one new id from the current block (the engine's hot path).
 

@@ -60,7 +60,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker, Histogram, TypeLedger
+from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker, Histogram, IdStream, TypeLedger
 from hulk.context import current_task_var, runtime_cache_var
 from hulk.engine.clock import Clock, SystemClock
 from hulk.engine.config import BackoffPolicy, BreakerPolicy, EngineConfig
@@ -189,7 +189,6 @@ class _TypeRuntime:
 
     __slots__ = (
         "active",
-        "begin",
         "breaker",
         "cache_hits_inc",
         "cache_ttl",
@@ -203,11 +202,9 @@ class _TypeRuntime:
         "mode",
         "parked",
         "pass_task",
-        "push",
         "retries",
         "scheduler",
         "spec",
-        "succeed",
         "timeout",
     )
 
@@ -221,6 +218,9 @@ class _TypeRuntime:
         metrics: TypeMetrics,
         queue: BoundedQueue,
         latency: Histogram,
+        pending: list[TaskEvent],
+        fresh: list[Task],
+        ids: IdStream,
         has_cache: bool = False,
     ) -> None:
         self.spec = spec
@@ -238,25 +238,32 @@ class _TypeRuntime:
         self.metrics = metrics
         # What the worker loop needs, one attribute away: how to call the handler (0: await
         # fn(payload), 1: await fn(payload, task=task), 2: off the loop, 3: through the result
-        # cache, which then calls it the `call_mode` way) and the ledger's bound methods: one
-        # native call each to accept (queue + count), start (breaker + count + wait histogram)
-        # and succeed (breaker + count + duration histogram).
+        # cache, which then calls it the `call_mode` way) and the native ledger, which does one
+        # transition per call: accept (a new task record, queued, counted, its event buffered),
+        # begin (breaker, record, count, wait histogram, event) and succeed (record, event,
+        # breaker evidence, count, duration histogram).
         self.call_mode = 2 if self.kind != _LOOP else (1 if self.pass_task else 0)
         self.cache_ttl = spec.cache_ttl if has_cache else None
         self.mode = 3 if self.cache_ttl is not None else self.call_mode
         self.cache_hits_inc = metrics.cache_hits.inc
-        self.ledger = ledger = TypeLedger(
+        self.ledger = TypeLedger(
             queue=queue,
             submitted=metrics.submitted,
             started=metrics.started,
             succeeded=metrics.succeeded,
             latency=latency,
             duration=metrics.duration,
+            task_class=Task,
+            runtime=self,
+            type_name=spec.name,
+            retries=self.retries,
+            timeout=self.timeout,
+            statuses=(QUEUED, RUNNING, SUCCEEDED),
+            pending=pending,
+            fresh=fresh,
+            ids=ids,
             breaker=breaker,
         )
-        self.push = ledger.push
-        self.begin = ledger.begin
-        self.succeed = ledger.succeed
 
 
 class _Worker:
@@ -327,7 +334,9 @@ class WorkerPool:
         self.events = events if events is not None else NullEventSink()
         self.metrics = metrics if metrics is not None else EngineMetrics()
         self._ids = ids if ids is not None else IdGenerator(seed=config.seed)
-        self._next_id = self._ids.next
+        # The one source of ids, for the native ledgers and the Python paths alike.
+        self._id_stream = IdStream(self._ids)
+        self._next_id = self._id_stream.next_id
         self._max_payload = config.max_payload_bytes
         self._idempotent: OrderedDict[tuple[str, str], Task] = OrderedDict()
         self.on_dead: list[Callable[[Task], object]] = list(on_dead)
@@ -336,7 +345,12 @@ class WorkerPool:
         self._capacity = config.queue_size
         self._batch = config.batch_size
         self._local: deque[Task] = deque()
+        # Live tasks by id, indexed lazily: the hot path only appends new tasks to `_fresh`;
+        # `_index()` files the unfinished ones when someone looks a task up (or `_fresh` grows
+        # past `_fresh_limit`), so a run nobody queries does no dictionary work per task.
         self._live: dict[str, Task] = {}
+        self._fresh: list[Task] = []
+        self._fresh_limit = max(4096, 2 * config.queue_size)
         self._pending: list[TaskEvent] = []
         self._pend = self._pending.append  # the list is never replaced: flush copies and clears it
         self._flush_armed = False
@@ -418,6 +432,9 @@ class WorkerPool:
                 self.metrics.for_type(spec.name),
                 self._q,
                 self.metrics.latency,
+                self._pending,
+                self._fresh,
+                self._id_stream,
                 has_cache=self.cache is not None,
             )
 
@@ -494,7 +511,7 @@ class WorkerPool:
         now = self._now()
         wall = now + self._wall
         if task.id:
-            if task.id in self._live:
+            if task.id in self._index():
                 raise DuplicateTask(task.id)
         else:
             task.id = self._next_id(wall)
@@ -515,7 +532,7 @@ class WorkerPool:
             if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
-            if not rt.push(task):
+            if not rt.ledger.push(task):
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
             task.status = QUEUED
@@ -573,41 +590,17 @@ class WorkerPool:
             if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
-            wall = self._now() + self._wall
-            # Every slot written once, without __init__'s keyword handling: the per-task allocation
-            # of the hot path.
-            task = _new_task(Task)
-            task._delivery = None
-            task._rt = rt
-            task._sched = None
-            task.attempt = 0
-            task.cached = False
-            task.created_at = wall
-            task.error = None
-            task.finished_at = None
-            task.id = self._next_id(wall)
-            task.idempotency_key = idempotency_key
-            task.max_retries = rt.retries if retries is None else retries
-            task.payload = payload
-            task.priority = priority
-            task.queued_at = wall
-            task.result = None
-            task.run_at = None
-            task.started_at = None
-            task.status = QUEUED
-            task.tenant = tenant
-            task.timeout = rt.timeout if timeout is None else timeout
-            task.trace = trace
-            task.type = type
-            if not rt.push(task):
+            # The record is made, queued, counted and its event buffered in one native call.
+            task = rt.ledger.accept(
+                payload, self._now() + self._wall, tenant, idempotency_key, retries, timeout, priority, trace
+            )
+            if task is None:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
-            self._pend((task, None, QUEUED, wall))
             if not self._flush_armed:
                 self._arm_flush()
             if self._sleepers and not self._wake_armed:
                 self._arm_wake()
-            self._live[task.id] = task
         if idempotency_key is not None:
             self._remember(task)
         return task
@@ -661,48 +654,17 @@ class WorkerPool:
             self.metrics.rejected.inc()
             raise _queue_full(self._capacity)
         wall = self._now() + self._wall
-        next_id = self._next_id
-        max_retries = rt.retries if retries is None else retries
-        attempt_timeout = rt.timeout if timeout is None else timeout
+        accept = rt.ledger.accept
         tasks: list[Task] = []
         append = tasks.append
         for payload in payloads[:room] if len(payloads) > room else payloads:
-            task = _new_task(Task)
-            task._delivery = None
-            task._rt = rt
-            task._sched = None
-            task.attempt = 0
-            task.cached = False
-            task.created_at = wall
-            task.error = None
-            task.finished_at = None
-            task.id = next_id(wall)
-            task.idempotency_key = None
-            task.max_retries = max_retries
-            task.payload = payload
-            task.priority = priority
-            task.queued_at = wall
-            task.result = None
-            task.run_at = None
-            task.started_at = None
-            task.status = QUEUED
-            task.tenant = tenant
-            task.timeout = attempt_timeout
-            task.trace = trace
-            task.type = type
+            task = accept(payload, wall, tenant, None, retries, timeout, priority, trace)
+            if task is None:
+                break
             append(task)
-        accepted = self._q.push_many(tasks)
-        if accepted < len(tasks):
-            del tasks[accepted:]
         if not tasks:
             self.metrics.rejected.inc()
             raise _queue_full(self._capacity)
-        live = self._live
-        pend = self._pend
-        for task in tasks:
-            live[task.id] = task
-            pend((task, None, QUEUED, wall))
-        rt.metrics.submitted.inc(len(tasks))
         if not self._flush_armed:
             self._arm_flush()
         if self._sleepers and not self._wake_armed:
@@ -755,7 +717,23 @@ class WorkerPool:
 
     def get(self, task_id: str) -> Task | None:
         """The live (not yet terminal) record of `task_id` held by this pool, or None."""
-        return self._live.get(task_id)
+        return self._index().get(task_id)
+
+    def _index(self) -> dict[str, Task]:
+        """The live index, with the unfinished tasks accepted since the last call filed in it.
+
+        Call it before any read of `_live`, and before removing a task that is not terminal from
+        it (a task still in `_fresh` would be filed again later).
+        """
+        fresh = self._fresh
+        if fresh:
+            live = self._live
+            for task in fresh:
+                status = task.status
+                if status is not SUCCEEDED and status is not DEAD and status is not CANCELLED:
+                    live[task.id] = task
+            fresh.clear()
+        return self._live
 
     # --- events -----------------------------------------------------------------------------
 
@@ -767,6 +745,8 @@ class WorkerPool:
     def flush(self) -> None:
         """Hands the buffered transitions to the store and the event sink now."""
         self._flush_armed = False
+        if len(self._fresh) > self._fresh_limit:
+            self._index()
         if not self._pending:
             return
         batch = self._pending[:]
@@ -841,19 +821,17 @@ class WorkerPool:
 
     async def _work_loop(self, worker: _Worker) -> None:
         # The hot path. Everything touched per task is a local or one attribute away; one clock
-        # read per task; events are tuples appended to a list; metrics are native counters; no
-        # lock, timer or log line. The watchdog finds the deadline from `worker.task`.
+        # read per task; the record, its events (tuples appended to the buffer), the breaker and
+        # the metrics are kept by two native calls (`begin`, `succeed`); no lock, timer or log
+        # line. The watchdog finds the deadline from `worker.task`.
         q = self._q
         local = self._local
         popleft = local.popleft
         live = self._live
         pending = self._pending
-        emit = pending.append
         now_fn = self._now
         batch = self._batch
         queued_status = QUEUED
-        running_status = RUNNING
-        succeeded_status = SUCCEEDED
         scalars = _JSON_SCALARS
         set_task = _set_current_task
         now = now_fn()
@@ -902,18 +880,15 @@ class WorkerPool:
                     self._parked_count += 1
                     continue
                 rt.active += 1
-            started = now + offset
-            # Breaker, start count and submit-to-start histogram in one native call.
-            if not rt.begin(now, started - task.queued_at):
+            ledger = rt.ledger
+            # Breaker, record (running, attempt, start time), event, start count and
+            # submit-to-start histogram in one native call.
+            if not ledger.begin(task, now, offset):
                 if rt.limit:
                     self._release_slot(rt)
                 set_task(None)  # no attempt: hooks and deliveries must not see the previous one
                 self._refused(task, rt, rt.breaker, now)
                 continue
-            task.status = running_status
-            task.attempt += 1
-            task.started_at = started
-            emit((task, queued_status, running_status, started))
             worker.task = task
             # Set before the call, so a sync handler's thread gets it in its copy of the context.
             # Never reset: the next attempt sets it again, and nothing else runs in this worker's
@@ -963,16 +938,13 @@ class WorkerPool:
                 if worker.interrupt:
                     # The handler swallowed the cancellation and returned: its result stands.
                     self._swallowed_cancel(worker)
-                finished = now + offset
-                task.result = result
-                task.finished_at = finished
-                task.status = succeeded_status
-                emit((task, running_status, succeeded_status, finished))
-                # Breaker evidence (none for a cached result: the dependency was not called),
-                # success count and duration histogram in one native call.
-                rt.succeed(finished - started, now, task.cached)
-                del live[task.id]
-                if task._delivery is not None:
+                # Record (result, end time, succeeded), event, breaker evidence (none for a cached
+                # result: the dependency was not called), success count and duration histogram in
+                # one native call; it tells whether a delivery waits to be settled.
+                settle = ledger.succeed(task, result, now, offset)
+                if live:
+                    live.pop(task.id, None)
+                if settle:
                     self._settle(task)
             if rt.limit:
                 self._release_slot(rt)
@@ -1101,7 +1073,7 @@ class WorkerPool:
                 task.error = TaskError("TaskInterrupted", f"attempt {task.attempt} interrupted by shutdown")
                 task.status = RETRYING
                 self._emit(task, RUNNING, RETRYING, wall)
-                self._live.pop(task.id, None)
+                self._index().pop(task.id, None)
                 self._interrupted.append((task, delivery))
             return
         if reason == _TIMEOUT:
@@ -1122,7 +1094,7 @@ class WorkerPool:
             if delivery is not None:
                 delay = rt.scheduler.delay(task.attempt)
                 task.run_at = wall + delay
-                self._live.pop(task.id, None)
+                self._index().pop(task.id, None)
                 try:
                     delivery.on_retry(task, delay)
                 except Exception:
@@ -1172,7 +1144,7 @@ class WorkerPool:
             task.status = SCHEDULED
             task.run_at = wall + delay
             self._emit(task, QUEUED, SCHEDULED, wall)
-            self._live.pop(task.id, None)
+            self._index().pop(task.id, None)
             try:
                 task._delivery.on_retry(task, delay)
             except Exception:
@@ -1200,7 +1172,7 @@ class WorkerPool:
         Returns:
             True when the task was live here and is (being) cancelled; False otherwise.
         """
-        task = self._live.get(task_id)
+        task = self._index().get(task_id)
         if task is None:
             return False
         status = task.status
@@ -1368,8 +1340,9 @@ class WorkerPool:
             rt.parked.clear()
         self._parked_count = 0
         not_started: list[tuple[Task, Delivery | None]] = []
+        live = self._index()
         for task in items:
-            if task.status is QUEUED and self._live.pop(task.id, None) is not None:
+            if task.status is QUEUED and live.pop(task.id, None) is not None:
                 not_started.append((task, task._delivery))
         self._wake_all()
         self._wake_room()
@@ -1386,7 +1359,7 @@ class WorkerPool:
                 await asyncio.wait(late)
         # Last, what waits for a due time: including retries scheduled by attempts that failed
         # while draining.
-        for task in list(self._live.values()):
+        for task in list(self._index().values()):
             if task.status in _HELD:
                 if task._sched is not None:
                     task._sched.cancel(task.id)
