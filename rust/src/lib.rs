@@ -14,6 +14,7 @@ pub mod cache;
 pub mod clock;
 pub mod counters;
 pub mod errors;
+pub mod events;
 pub mod ledger;
 pub mod queue;
 
@@ -37,5 +38,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     breaker::register(m)?;
     cache::register(m)?;
     ledger::register(m)?;
+    events::register(m)?;
     Ok(())
 }

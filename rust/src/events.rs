@@ -1,0 +1,84 @@
+//! Reading batches of task events natively.
+//!
+//! A batch is a list of `(task, previous, status, at)` tuples; a status store wants only some of
+//! them (the terminal ones, say). Picking them in a Python loop costs a few bytecodes per event,
+//! three events per task; `tasks_entering` does it in one call that compares statuses by identity
+//! (statuses are enum members: one object each).
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyList, PyTuple};
+
+/// Keeps the first item of each event whose third item is one of `wanted` (by `same`).
+pub fn select<E, T, S>(
+    events: impl IntoIterator<Item = E>,
+    wanted: &[S],
+    parts: impl Fn(&E) -> Option<(T, S)>,
+    same: impl Fn(&S, &S) -> bool,
+) -> Result<Vec<T>, usize> {
+    let mut out = Vec::new();
+    for (index, event) in events.into_iter().enumerate() {
+        let (task, status) = parts(&event).ok_or(index)?;
+        if wanted.iter().any(|w| same(w, &status)) {
+            out.push(task);
+        }
+    }
+    Ok(out)
+}
+
+/// The tasks of the events in `events` whose status (third item) is one of `statuses`, in order.
+#[pyfunction]
+pub fn tasks_entering<'py>(
+    events: &Bound<'py, PyAny>,
+    statuses: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyList>> {
+    let py = events.py();
+    let wanted: Vec<Bound<'py, PyAny>> = statuses.iter().collect();
+    let parts = |event: &Bound<'py, PyAny>| {
+        let event = event.cast::<PyTuple>().ok()?;
+        if event.len() < 3 {
+            return None;
+        }
+        Some((event.get_item(0).ok()?, event.get_item(2).ok()?))
+    };
+    let same = |a: &Bound<'py, PyAny>, b: &Bound<'py, PyAny>| a.is(b);
+    let picked = if let Ok(list) = events.cast::<PyList>() {
+        select(list.iter(), &wanted, parts, same)
+    } else {
+        let items = events
+            .try_iter()?
+            .collect::<PyResult<Vec<Bound<'py, PyAny>>>>()?;
+        select(items, &wanted, parts, same)
+    };
+    match picked {
+        Ok(tasks) => PyList::new(py, tasks),
+        Err(index) => Err(PyTypeError::new_err(format!(
+            "tasks_entering: event {index} is not a (task, previous, status, at) tuple"
+        ))),
+    }
+}
+
+/// Adds `tasks_entering` to the native module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(tasks_entering, m)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_keeps_order_and_matching_statuses() {
+        let events = [("a", 1), ("b", 2), ("c", 3), ("d", 1)];
+        let got = select(events, &[1, 3], |e| Some(*e), |x, y| x == y).unwrap();
+        assert_eq!(got, vec!["a", "c", "d"]);
+    }
+
+    #[test]
+    fn select_reports_the_first_malformed_event() {
+        let events = [Some(("a", 1)), None, Some(("c", 1))];
+        let got = select(events, &[1], |e| *e, |x, y| x == y);
+        assert_eq!(got, Err(1));
+    }
+}
