@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyFloat, PyIterator, PyList, PyTuple, PyType};
+use pyo3::types::{PyDict, PyFloat, PyIterator, PyList, PyTuple, PyType};
 
 /// Starts an attempt: asks the breaker (if any); when allowed, counts the start and records how
 /// long the task waited. Returns whether the attempt may run.
@@ -357,7 +357,7 @@ pub struct PyTypeLedger {
     running: Py<PyAny>,
     succeeded_status: Py<PyAny>,
     pending: Py<PyList>,
-    fresh: Py<PyList>,
+    live: Py<PyDict>,
     ids: Py<PyIdStream>,
 }
 
@@ -373,7 +373,7 @@ impl PyTypeLedger {
     #[new]
     #[pyo3(signature = (
         *, queue, submitted, started, succeeded, latency, duration, task_class, runtime,
-        type_name, retries, timeout, statuses, pending, fresh, ids, breaker=None,
+        type_name, retries, timeout, statuses, pending, live, ids, breaker=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -390,7 +390,7 @@ impl PyTypeLedger {
         timeout: Py<PyAny>,
         statuses: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
         pending: Py<PyList>,
-        fresh: Py<PyList>,
+        live: Py<PyDict>,
         ids: Py<PyIdStream>,
         breaker: Option<Py<PyCircuitBreaker>>,
     ) -> PyResult<Self> {
@@ -412,7 +412,7 @@ impl PyTypeLedger {
             running,
             succeeded_status,
             pending,
-            fresh,
+            live,
             ids,
         })
     }
@@ -458,7 +458,8 @@ impl PyTypeLedger {
         record.set(CREATED_AT, &at);
         record.set(ERROR, &none);
         record.set(FINISHED_AT, &none);
-        record.set(ID, &self.ids.get().take(py, wall)?);
+        let id = self.ids.get().take(py, wall)?;
+        record.set(ID, &id);
         record.set(IDEMPOTENCY_KEY, idempotency_key);
         record.set(
             MAX_RETRIES,
@@ -483,7 +484,7 @@ impl PyTypeLedger {
         }
         self.submitted.get().inner.add(1);
         emit(self.pending.bind(py), &task, &none, self.queued.bind(py), &at)?;
-        self.fresh.bind(py).append(&task)?;
+        self.live.bind(py).set_item(id, &task)?;
         Ok(Some(task))
     }
 
@@ -555,6 +556,12 @@ impl PyTypeLedger {
             now,
             cached,
         );
+        // Out of the live index (it may already be out: a task handed back by a drain).
+        let live = self.live.bind(py);
+        let id = record.get(ID)?;
+        if live.get_item(&id)?.is_some_and(|found| found.is(task)) {
+            live.del_item(&id)?;
+        }
         Ok(!record.get(DELIVERY)?.is_none())
     }
 }

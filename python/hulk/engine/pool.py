@@ -219,7 +219,7 @@ class _TypeRuntime:
         queue: BoundedQueue,
         latency: Histogram,
         pending: list[TaskEvent],
-        fresh: list[Task],
+        live: dict[str, Task],
         ids: IdStream,
         has_cache: bool = False,
     ) -> None:
@@ -260,7 +260,7 @@ class _TypeRuntime:
             timeout=self.timeout,
             statuses=(QUEUED, RUNNING, SUCCEEDED),
             pending=pending,
-            fresh=fresh,
+            live=live,
             ids=ids,
             breaker=breaker,
         )
@@ -345,12 +345,8 @@ class WorkerPool:
         self._capacity = config.queue_size
         self._batch = config.batch_size
         self._local: deque[Task] = deque()
-        # Live tasks by id, indexed lazily: the hot path only appends new tasks to `_fresh`;
-        # `_index()` files the unfinished ones when someone looks a task up (or `_fresh` grows
-        # past `_fresh_limit`), so a run nobody queries does no dictionary work per task.
+        # Live tasks by id; the native ledgers file and remove them on the hot path.
         self._live: dict[str, Task] = {}
-        self._fresh: list[Task] = []
-        self._fresh_limit = max(4096, 2 * config.queue_size)
         self._pending: list[TaskEvent] = []
         self._pend = self._pending.append  # the list is never replaced: flush copies and clears it
         self._flush_armed = False
@@ -433,7 +429,7 @@ class WorkerPool:
                 self._q,
                 self.metrics.latency,
                 self._pending,
-                self._fresh,
+                self._live,
                 self._id_stream,
                 has_cache=self.cache is not None,
             )
@@ -511,7 +507,7 @@ class WorkerPool:
         now = self._now()
         wall = now + self._wall
         if task.id:
-            if task.id in self._index():
+            if task.id in self._live:
                 raise DuplicateTask(task.id)
         else:
             task.id = self._next_id(wall)
@@ -590,10 +586,11 @@ class WorkerPool:
             if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
-            # The record is made, queued, counted and its event buffered in one native call.
-            task = rt.ledger.accept(
-                payload, self._now() + self._wall, tenant, idempotency_key, retries, timeout, priority, trace
-            )
+            # The record is made, queued, counted, indexed and its event buffered in one native
+            # call. (`_now` is fetched, then called: a method-call of an instance attribute
+            # would take the interpreter's slow lookup.)
+            now = self._now
+            task = rt.ledger.accept(payload, now() + self._wall, tenant, idempotency_key, retries, timeout, priority, trace)
             if task is None:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
@@ -717,23 +714,7 @@ class WorkerPool:
 
     def get(self, task_id: str) -> Task | None:
         """The live (not yet terminal) record of `task_id` held by this pool, or None."""
-        return self._index().get(task_id)
-
-    def _index(self) -> dict[str, Task]:
-        """The live index, with the unfinished tasks accepted since the last call filed in it.
-
-        Call it before any read of `_live`, and before removing a task that is not terminal from
-        it (a task still in `_fresh` would be filed again later).
-        """
-        fresh = self._fresh
-        if fresh:
-            live = self._live
-            for task in fresh:
-                status = task.status
-                if status is not SUCCEEDED and status is not DEAD and status is not CANCELLED:
-                    live[task.id] = task
-            fresh.clear()
-        return self._live
+        return self._live.get(task_id)
 
     # --- events -----------------------------------------------------------------------------
 
@@ -745,8 +726,6 @@ class WorkerPool:
     def flush(self) -> None:
         """Hands the buffered transitions to the store and the event sink now."""
         self._flush_armed = False
-        if len(self._fresh) > self._fresh_limit:
-            self._index()
         if not self._pending:
             return
         batch = self._pending[:]
@@ -827,7 +806,6 @@ class WorkerPool:
         q = self._q
         local = self._local
         popleft = local.popleft
-        live = self._live
         pending = self._pending
         now_fn = self._now
         batch = self._batch
@@ -939,12 +917,9 @@ class WorkerPool:
                     # The handler swallowed the cancellation and returned: its result stands.
                     self._swallowed_cancel(worker)
                 # Record (result, end time, succeeded), event, breaker evidence (none for a cached
-                # result: the dependency was not called), success count and duration histogram in
-                # one native call; it tells whether a delivery waits to be settled.
-                settle = ledger.succeed(task, result, now, offset)
-                if live:
-                    live.pop(task.id, None)
-                if settle:
+                # result: the dependency was not called), success count, duration histogram and
+                # live index in one native call; it tells whether a delivery waits to be settled.
+                if ledger.succeed(task, result, now, offset):
                     self._settle(task)
             if rt.limit:
                 self._release_slot(rt)
@@ -1073,7 +1048,7 @@ class WorkerPool:
                 task.error = TaskError("TaskInterrupted", f"attempt {task.attempt} interrupted by shutdown")
                 task.status = RETRYING
                 self._emit(task, RUNNING, RETRYING, wall)
-                self._index().pop(task.id, None)
+                self._live.pop(task.id, None)
                 self._interrupted.append((task, delivery))
             return
         if reason == _TIMEOUT:
@@ -1094,7 +1069,7 @@ class WorkerPool:
             if delivery is not None:
                 delay = rt.scheduler.delay(task.attempt)
                 task.run_at = wall + delay
-                self._index().pop(task.id, None)
+                self._live.pop(task.id, None)
                 try:
                     delivery.on_retry(task, delay)
                 except Exception:
@@ -1144,7 +1119,7 @@ class WorkerPool:
             task.status = SCHEDULED
             task.run_at = wall + delay
             self._emit(task, QUEUED, SCHEDULED, wall)
-            self._index().pop(task.id, None)
+            self._live.pop(task.id, None)
             try:
                 task._delivery.on_retry(task, delay)
             except Exception:
@@ -1172,7 +1147,7 @@ class WorkerPool:
         Returns:
             True when the task was live here and is (being) cancelled; False otherwise.
         """
-        task = self._index().get(task_id)
+        task = self._live.get(task_id)
         if task is None:
             return False
         status = task.status
@@ -1340,9 +1315,8 @@ class WorkerPool:
             rt.parked.clear()
         self._parked_count = 0
         not_started: list[tuple[Task, Delivery | None]] = []
-        live = self._index()
         for task in items:
-            if task.status is QUEUED and live.pop(task.id, None) is not None:
+            if task.status is QUEUED and self._live.pop(task.id, None) is not None:
                 not_started.append((task, task._delivery))
         self._wake_all()
         self._wake_room()
@@ -1359,7 +1333,7 @@ class WorkerPool:
                 await asyncio.wait(late)
         # Last, what waits for a due time: including retries scheduled by attempts that failed
         # while draining.
-        for task in list(self._index().values()):
+        for task in list(self._live.values()):
             if task.status in _HELD:
                 if task._sched is not None:
                     task._sched.cancel(task.id)
