@@ -39,19 +39,29 @@ pub fn tasks_entering<'py>(
         if event.len() < 3 {
             return None;
         }
-        Some((event.get_item(0).ok()?, event.get_item(2).ok()?))
+        // Borrowed: the tuple keeps both alive; only the tasks picked get a reference.
+        let status = event.get_borrowed_item(2).ok()?.as_ptr();
+        Some((event.get_borrowed_item(0).ok()?.as_ptr(), status))
     };
-    let same = |a: &Bound<'py, PyAny>, b: &Bound<'py, PyAny>| a.is(b);
+    let wanted: Vec<*mut pyo3::ffi::PyObject> = wanted.iter().map(Bound::as_ptr).collect();
+    let same = |a: &*mut pyo3::ffi::PyObject, b: &*mut pyo3::ffi::PyObject| a == b;
+    // Any other iterable is read first and kept until the picked tasks have references.
+    let items: Vec<Bound<'py, PyAny>>;
     let picked = if let Ok(list) = events.cast::<PyList>() {
         select(list.iter(), &wanted, parts, same)
     } else {
-        let items = events
-            .try_iter()?
-            .collect::<PyResult<Vec<Bound<'py, PyAny>>>>()?;
-        select(items, &wanted, parts, same)
+        items = events.try_iter()?.collect::<PyResult<_>>()?;
+        select(items.iter().cloned(), &wanted, parts, same)
     };
     match picked {
-        Ok(tasks) => PyList::new(py, tasks),
+        // SAFETY: each pointer is an item of a tuple that `events` (or `items`) still holds, and
+        // nothing has run Python code since it was read.
+        Ok(tasks) => PyList::new(
+            py,
+            tasks
+                .into_iter()
+                .map(|task| unsafe { Bound::from_borrowed_ptr(py, task) }),
+        ),
         Err(index) => Err(PyTypeError::new_err(format!(
             "tasks_entering: event {index} is not a (task, previous, status, at) tuple"
         ))),

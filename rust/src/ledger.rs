@@ -361,10 +361,96 @@ pub struct PyTypeLedger {
     ids: Py<PyIdStream>,
 }
 
+/// What the tasks accepted in one call share.
+struct Shared<'a, 'py> {
+    py: Python<'py>,
+    wall: f64,
+    at: Bound<'py, PyAny>,
+    none: Bound<'py, PyAny>,
+    zero: Bound<'py, PyAny>,
+    no: Bound<'py, PyAny>,
+    tenant: &'a Bound<'py, PyAny>,
+    retries: Bound<'py, PyAny>,
+    timeout: Bound<'py, PyAny>,
+    priority: &'a Bound<'py, PyAny>,
+    trace: &'a Bound<'py, PyAny>,
+}
+
+impl<'a, 'py> Shared<'a, 'py> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ledger: &PyTypeLedger,
+        py: Python<'py>,
+        wall: f64,
+        tenant: &'a Bound<'py, PyAny>,
+        retries: &Bound<'py, PyAny>,
+        timeout: &Bound<'py, PyAny>,
+        priority: &'a Bound<'py, PyAny>,
+        trace: &'a Bound<'py, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            py,
+            wall,
+            at: PyFloat::new(py, wall).into_any(),
+            none: py.None().into_bound(py),
+            zero: 0i64.into_pyobject(py)?.into_any(),
+            no: false.into_pyobject(py)?.to_owned().into_any(),
+            tenant,
+            retries: if retries.is_none() { ledger.retries.bind(py).clone() } else { retries.clone() },
+            timeout: if timeout.is_none() { ledger.timeout.bind(py).clone() } else { timeout.clone() },
+            priority,
+            trace,
+        })
+    }
+}
+
 impl PyTypeLedger {
     #[inline]
     fn breaker(&self) -> Option<&Mutex<Breaker>> {
         self.breaker.as_ref().map(|b| &b.get().inner)
+    }
+
+    /// Makes one task record, queues, counts, indexes it and buffers its event.
+    fn accept_one<'py>(
+        &self,
+        shared: &Shared<'_, 'py>,
+        payload: &Bound<'py, PyAny>,
+        idempotency_key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = shared.py;
+        let task = self.layout.allocate(py)?;
+        let record = self.layout.record(&task)?;
+        let (none, at) = (&shared.none, &shared.at);
+        record.set(DELIVERY, none);
+        record.set(RT, self.runtime.bind(py));
+        record.set(SCHED, none);
+        record.set(ATTEMPT, &shared.zero);
+        record.set(CACHED, &shared.no);
+        record.set(CREATED_AT, at);
+        record.set(ERROR, none);
+        record.set(FINISHED_AT, none);
+        let id = self.ids.get().take(py, shared.wall)?;
+        record.set(ID, &id);
+        record.set(IDEMPOTENCY_KEY, idempotency_key);
+        record.set(MAX_RETRIES, &shared.retries);
+        record.set(PAYLOAD, payload);
+        record.set(PRIORITY, shared.priority);
+        record.set(QUEUED_AT, at);
+        record.set(RESULT, none);
+        record.set(RUN_AT, none);
+        record.set(STARTED_AT, none);
+        record.set(STATUS, self.queued.bind(py));
+        record.set(TENANT, shared.tenant);
+        record.set(TIMEOUT, &shared.timeout);
+        record.set(TRACE, shared.trace);
+        record.set(TYPE, self.type_name.bind(py));
+        if !self.queue.get().push_one(py, task.clone().unbind())? {
+            return Ok(None);
+        }
+        self.submitted.get().inner.add(1);
+        emit(self.pending.bind(py), &task, none, self.queued.bind(py), at)?;
+        self.live.bind(py).set_item(id, &task)?;
+        Ok(Some(task))
     }
 }
 
@@ -444,48 +530,37 @@ impl PyTypeLedger {
         trace: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let wall = check_time("accept(wall)", wall)?;
-        let task = self.layout.allocate(py)?;
-        let record = self.layout.record(&task)?;
+        let shared = Shared::new(self, py, wall, tenant, retries, timeout, priority, trace)?;
+        self.accept_one(&shared, payload, idempotency_key)
+    }
+
+    /// `accept` for each payload in turn (one creation time), until the queue is full.
+    ///
+    /// Returns the accepted tasks: a prefix of `payloads`.
+    #[pyo3(signature = (payloads, wall, tenant, retries, timeout, priority, trace))]
+    #[allow(clippy::too_many_arguments)]
+    fn accept_many<'py>(
+        &self,
+        py: Python<'py>,
+        payloads: &Bound<'py, PyAny>,
+        wall: f64,
+        tenant: &Bound<'py, PyAny>,
+        retries: &Bound<'py, PyAny>,
+        timeout: &Bound<'py, PyAny>,
+        priority: &Bound<'py, PyAny>,
+        trace: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let wall = check_time("accept_many(wall)", wall)?;
+        let shared = Shared::new(self, py, wall, tenant, retries, timeout, priority, trace)?;
         let none = py.None().into_bound(py);
-        let at = PyFloat::new(py, wall).into_any();
-        let zero = 0i64.into_pyobject(py)?.into_any();
-        let no = false.into_pyobject(py)?.to_owned().into_any();
-        record.set(DELIVERY, &none);
-        record.set(RT, self.runtime.bind(py));
-        record.set(SCHED, &none);
-        record.set(ATTEMPT, &zero);
-        record.set(CACHED, &no);
-        record.set(CREATED_AT, &at);
-        record.set(ERROR, &none);
-        record.set(FINISHED_AT, &none);
-        let id = self.ids.get().take(py, wall)?;
-        record.set(ID, &id);
-        record.set(IDEMPOTENCY_KEY, idempotency_key);
-        record.set(
-            MAX_RETRIES,
-            if retries.is_none() { self.retries.bind(py) } else { retries },
-        );
-        record.set(PAYLOAD, payload);
-        record.set(PRIORITY, priority);
-        record.set(QUEUED_AT, &at);
-        record.set(RESULT, &none);
-        record.set(RUN_AT, &none);
-        record.set(STARTED_AT, &none);
-        record.set(STATUS, self.queued.bind(py));
-        record.set(TENANT, tenant);
-        record.set(
-            TIMEOUT,
-            if timeout.is_none() { self.timeout.bind(py) } else { timeout },
-        );
-        record.set(TRACE, trace);
-        record.set(TYPE, self.type_name.bind(py));
-        if !self.queue.get().push_one(py, task.clone().unbind())? {
-            return Ok(None);
+        let accepted = PyList::empty(py);
+        for payload in payloads.try_iter()? {
+            match self.accept_one(&shared, &payload?, &none)? {
+                Some(task) => accepted.append(task)?,
+                None => break,
+            }
         }
-        self.submitted.get().inner.add(1);
-        emit(self.pending.bind(py), &task, &none, self.queued.bind(py), &at)?;
-        self.live.bind(py).set_item(id, &task)?;
-        Ok(Some(task))
+        Ok(accepted)
     }
 
     /// Starts an attempt of `task` (queued) at monotonic `now`; `offset` turns it into Unix time.

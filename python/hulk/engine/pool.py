@@ -613,7 +613,7 @@ class WorkerPool:
         priority: int = 0,
         trace: dict[str, str] | None = None,
     ) -> list[Task]:
-        """Submits one task per payload in one call: one clock read, one native push, one count.
+        """Submits one task per payload in one call: one clock read, one native call.
 
         For producers that have several tasks at once (a batch HTTP request, a fetched batch of
         messages). Every payload is checked before any task is accepted. The tasks share one
@@ -651,14 +651,9 @@ class WorkerPool:
             self.metrics.rejected.inc()
             raise _queue_full(self._capacity)
         wall = self._now() + self._wall
-        accept = rt.ledger.accept
-        tasks: list[Task] = []
-        append = tasks.append
-        for payload in payloads[:room] if len(payloads) > room else payloads:
-            task = accept(payload, wall, tenant, None, retries, timeout, priority, trace)
-            if task is None:
-                break
-            append(task)
+        tasks: list[Task] = rt.ledger.accept_many(
+            payloads[:room] if len(payloads) > room else payloads, wall, tenant, retries, timeout, priority, trace
+        )
         if not tasks:
             self.metrics.rejected.inc()
             raise _queue_full(self._capacity)
