@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyIterator, PyList, PyTuple, PyType};
+use pyo3::types::{PyDict, PyFloat, PyList, PyTuple, PyType};
 
 /// Starts an attempt: asks the breaker (if any); when allowed, counts the start and records how
 /// long the task waited. Returns whether the attempt may run.
@@ -280,41 +280,68 @@ fn emit<'py>(
 
 // --- ids ---------------------------------------------------------------------------------------
 
-/// Task ids for native code: hands out the ids of an `IdGenerator`'s current block.
+/// Task ids for native code: makes the ids of an `IdGenerator`'s current block.
 ///
-/// The generator stays the one source of ids (its `block(wall)` makes each block); this only
-/// takes ids from the block's iterator without a Python call per id.
+/// The generator stays the one source of ids: its `block(wall)` starts each block (time stamp,
+/// random bits, counter) and returns the 34 characters its 256 ids share; the ids themselves
+/// (that head and two hex digits) are made here, without a Python call per id.
 #[pyclass(frozen, module = "hulk._native", name = "IdStream")]
 pub struct PyIdStream {
     generator: Py<PyAny>,
-    block: Mutex<Option<(Py<PyIterator>, f64)>>,
+    block: Mutex<Block>,
+}
+
+/// Ids per block: the two last hex digits.
+const BLOCK_IDS: u16 = 256;
+
+struct Block {
+    head: Vec<u8>,
+    next: u16,
+    expires: f64,
+}
+
+/// The id `head` + `index` as two lowercase hex digits.
+fn block_id(head: &[u8], index: u16, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.clear();
+    out.extend_from_slice(head);
+    out.push(HEX[usize::from(index >> 4) & 15]);
+    out.push(HEX[usize::from(index) & 15]);
 }
 
 impl PyIdStream {
     fn take<'py>(&self, py: Python<'py>, wall: f64) -> PyResult<Bound<'py, PyAny>> {
-        let current = self
-            .block
-            .lock()
-            .as_ref()
-            .filter(|(_, expires)| wall < *expires)
-            .map(|(ids, _)| ids.clone_ref(py));
-        if let Some(ids) = current {
-            if let Some(id) = ids.bind(py).clone().next() {
-                return id;
+        let mut text = Vec::with_capacity(40);
+        {
+            let mut block = self.block.lock();
+            if wall < block.expires && block.next < BLOCK_IDS {
+                block_id(&block.head, block.next, &mut text);
+                block.next += 1;
             }
         }
-        // A new block: the generator's own rules (time stamp, counter, expiry).
-        let made = self
-            .generator
-            .bind(py)
-            .call_method1(pyo3::intern!(py, "block"), (wall,))?;
-        let (ids, expires): (Bound<'py, PyAny>, f64) = made.extract()?;
-        let ids = ids.cast_into::<PyIterator>()?;
-        let first = ids.clone().next().ok_or_else(|| {
-            PyValueError::new_err("IdStream: the generator returned an empty block")
-        })??;
-        *self.block.lock() = Some((ids.unbind(), expires));
-        Ok(first)
+        if text.is_empty() {
+            // A new block: the generator's own rules (time stamp, counter, expiry).
+            let made = self
+                .generator
+                .bind(py)
+                .call_method1(pyo3::intern!(py, "block"), (wall,))?;
+            let (head, expires): (String, f64) = made.extract()?;
+            if !head.is_ascii() {
+                return Err(PyValueError::new_err(
+                    "IdStream: the generator's block head is not ASCII",
+                ));
+            }
+            block_id(head.as_bytes(), 0, &mut text);
+            *self.block.lock() = Block {
+                head: head.into_bytes(),
+                next: 1,
+                expires,
+            };
+        }
+        // ASCII by construction (an ASCII head and hex digits).
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| PyValueError::new_err("IdStream: the id is not ASCII"))?;
+        Ok(pyo3::types::PyString::new(py, text).into_any())
     }
 }
 
@@ -325,7 +352,11 @@ impl PyIdStream {
     fn new(generator: Py<PyAny>) -> Self {
         Self {
             generator,
-            block: Mutex::new(None),
+            block: Mutex::new(Block {
+                head: Vec::new(),
+                next: BLOCK_IDS,
+                expires: f64::NEG_INFINITY,
+            }),
         }
     }
 
@@ -632,10 +663,10 @@ impl PyTypeLedger {
             cached,
         );
         // Out of the live index (it may already be out: a task handed back by a drain).
-        let live = self.live.bind(py);
-        let id = record.get(ID)?;
-        if live.get_item(&id)?.is_some_and(|found| found.is(task)) {
-            live.del_item(&id)?;
+        if let Err(err) = self.live.bind(py).del_item(record.get(ID)?) {
+            if !err.is_instance_of::<pyo3::exceptions::PyKeyError>(py) {
+                return Err(err);
+            }
         }
         Ok(!record.get(DELIVERY)?.is_none())
     }
@@ -667,6 +698,17 @@ mod tests {
 
     fn histogram() -> AtomicHistogram {
         AtomicHistogram::new(vec![0.001, 1.0]).unwrap()
+    }
+
+    #[test]
+    fn block_ids_are_the_head_and_two_hex_digits_in_order() {
+        let mut out = Vec::new();
+        block_id(b"head-", 0, &mut out);
+        assert_eq!(out, b"head-00");
+        block_id(b"head-", 0xab, &mut out);
+        assert_eq!(out, b"head-ab");
+        block_id(b"head-", BLOCK_IDS - 1, &mut out);
+        assert_eq!(out, b"head-ff");
     }
 
     #[test]
