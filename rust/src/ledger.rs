@@ -368,6 +368,12 @@ impl PyIdStream {
 
 // --- the ledger --------------------------------------------------------------------------------
 
+/// What `begin` returns.
+const STARTED: i8 = 1;
+const STARTED_TRACED: i8 = 2;
+const REFUSED: i8 = 0;
+const NOT_QUEUED: i8 = -1;
+
 /// One task type's hot-path bookkeeping: the task record, queue, events, counters, histograms
 /// and breaker, fused.
 #[pyclass(frozen, module = "hulk._native", name = "TypeLedger")]
@@ -594,14 +600,19 @@ impl PyTypeLedger {
         Ok(accepted)
     }
 
-    /// Starts an attempt of `task` (queued) at monotonic `now`; `offset` turns it into Unix time.
+    /// Starts an attempt of `task` at monotonic `now`; `offset` turns it into Unix time.
     ///
-    /// Returns False, changing nothing but the breaker's refusal count, when the breaker refuses.
-    fn begin(&self, task: &Bound<'_, PyAny>, now: f64, offset: f64) -> PyResult<bool> {
+    /// Returns 1 (started), 2 (started; the task carries a trace context), 0 (the breaker
+    /// refused: nothing changed but its refusal count) or -1 (the task is no longer queued:
+    /// nothing changed).
+    fn begin(&self, task: &Bound<'_, PyAny>, now: f64, offset: f64) -> PyResult<i8> {
         let py = task.py();
         let now = check_time("begin(now)", now)?;
         let started = check_time("begin(offset)", now + offset)?;
         let record = self.layout.record(task)?;
+        if !record.get(STATUS)?.is(self.queued.bind(py)) {
+            return Ok(NOT_QUEUED);
+        }
         let waited = started - record.get_f64(QUEUED_AT)?;
         let attempt = record.get(ATTEMPT)?.extract::<i64>()?;
         if !begin(
@@ -611,7 +622,7 @@ impl PyTypeLedger {
             now,
             if waited.is_nan() { 0.0 } else { waited },
         ) {
-            return Ok(false);
+            return Ok(REFUSED);
         }
         let at = PyFloat::new(py, started).into_any();
         record.set(STATUS, self.running.bind(py));
@@ -624,7 +635,11 @@ impl PyTypeLedger {
             self.running.bind(py),
             &at,
         )?;
-        Ok(true)
+        Ok(if record.get(TRACE)?.is_none() {
+            STARTED
+        } else {
+            STARTED_TRACED
+        })
     }
 
     /// Ends `task`'s running attempt as a success with `result`, at monotonic `now`.

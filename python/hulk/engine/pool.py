@@ -47,7 +47,7 @@ import functools
 import multiprocessing
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor as _Executor
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -193,6 +193,7 @@ class _TypeRuntime:
         "cache_hits_inc",
         "cache_ttl",
         "call_mode",
+        "direct",
         "fail_fast",
         "fn",
         "kind",
@@ -245,6 +246,8 @@ class _TypeRuntime:
         self.call_mode = 2 if self.kind != _LOOP else (1 if self.pass_task else 0)
         self.cache_ttl = spec.cache_ttl if has_cache else None
         self.mode = 3 if self.cache_ttl is not None else self.call_mode
+        # The handler itself when the worker may await `fn(payload)` directly (mode 0).
+        self.direct = self.fn if self.mode == 0 else None
         self.cache_hits_inc = metrics.cache_hits.inc
         self.ledger = TypeLedger(
             queue=queue,
@@ -844,43 +847,41 @@ class WorkerPool:
                 task = items[0]
                 if len(items) > 1:
                     local.extend(items[1:])
-            if task.status is not queued_status:
-                continue  # cancelled while queued: already recorded
             rt: _TypeRuntime = task._rt
             if rt.limit:
+                if task.status is not queued_status:
+                    continue  # cancelled while queued: already recorded
                 if rt.active >= rt.limit:
                     rt.parked.append(task)
                     self._parked_count += 1
                     continue
                 rt.active += 1
             ledger = rt.ledger
-            # Breaker, record (running, attempt, start time), event, start count and
-            # submit-to-start histogram in one native call.
-            if not ledger.begin(task, now, offset):
+            # Status check, breaker, record (running, attempt, start time), event, start count
+            # and submit-to-start histogram in one native call.
+            started = ledger.begin(task, now, offset)
+            if started <= 0:
                 if rt.limit:
                     self._release_slot(rt)
-                set_task(None)  # no attempt: hooks and deliveries must not see the previous one
-                self._refused(task, rt, rt.breaker, now)
-                continue
+                if started == 0:
+                    set_task(None)  # no attempt: hooks and deliveries must not see the previous one
+                    self._refused(task, rt, rt.breaker, now)  # type: ignore[arg-type]
+                continue  # -1: cancelled while queued, already recorded
             worker.task = task
             # Set before the call, so a sync handler's thread gets it in its copy of the context.
             # Never reset: the next attempt sets it again, and nothing else runs in this worker's
             # context (tasks a handler creates copy the context as it is during the attempt).
             set_task(task)
             try:
-                mode = rt.mode
-                if task.trace is not None and _sampled(task.trace):
+                direct = rt.direct
+                if started == 1 and direct is not None:
+                    result = await direct(task.payload)
+                elif started == 2 and _sampled(task.trace):  # type: ignore[arg-type]
                     # Submitted inside a recorded trace: the attempt is a span of it (untraced tasks,
                     # and tasks of traces the sampler dropped, pay nothing).
                     result = await self._traced(rt, task)
-                elif mode == 0:
-                    result = await rt.fn(task.payload)
-                elif mode == 1:
-                    result = await rt.fn(task.payload, task=task)
-                elif mode == 2:
-                    result = await self._off_loop(rt, task)
                 else:
-                    result = await self._through_cache(rt, task)
+                    result = await self._attempt(rt, task)
                 if result is not None and type(result) not in scalars:
                     _check_result(result)
             except asyncio.CancelledError:
@@ -925,6 +926,13 @@ class WorkerPool:
         current = asyncio.current_task()
         if current is not None:
             current.uncancel()
+
+    def _attempt(self, rt: _TypeRuntime, task: Task) -> Awaitable[Any]:
+        """An untraced attempt's awaitable, the way the handler's `mode` says."""
+        mode = rt.mode
+        if mode == 3:
+            return self._through_cache(rt, task)
+        return self._call(rt, task)
 
     async def _traced(self, rt: _TypeRuntime, task: Task) -> Any:
         """Runs one attempt inside an execution span, a child of the submitter's trace (`task.trace`).
