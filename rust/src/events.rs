@@ -68,9 +68,28 @@ pub fn tasks_entering<'py>(
     }
 }
 
-/// Adds `tasks_entering` to the native module.
+/// The tasks in `tasks` whose `status` attribute is none of `statuses` (by identity), in order.
+#[pyfunction]
+pub fn tasks_not_in<'py>(
+    tasks: &Bound<'py, PyList>,
+    statuses: &Bound<'py, PyTuple>,
+) -> PyResult<Bound<'py, PyList>> {
+    let py = tasks.py();
+    let name = pyo3::intern!(py, "status");
+    let out = PyList::empty(py);
+    for task in tasks.iter() {
+        let status = task.getattr(name)?;
+        if !statuses.iter().any(|s| s.is(&status)) {
+            out.append(task)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Adds `tasks_entering` and `tasks_not_in` to the native module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tasks_entering, m)?)?;
+    m.add_function(wrap_pyfunction!(tasks_not_in, m)?)?;
     Ok(())
 }
 

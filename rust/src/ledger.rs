@@ -394,6 +394,7 @@ pub struct PyTypeLedger {
     running: Py<PyAny>,
     succeeded_status: Py<PyAny>,
     pending: Py<PyList>,
+    fresh: Py<PyList>,
     live: Py<PyDict>,
     ids: Py<PyIdStream>,
 }
@@ -486,7 +487,8 @@ impl PyTypeLedger {
         }
         self.submitted.get().inner.add(1);
         emit(self.pending.bind(py), &task, none, self.queued.bind(py), at)?;
-        self.live.bind(py).set_item(id, &task)?;
+        // Filed in the live index by id only when someone looks (see the pool's `_index`).
+        self.fresh.bind(py).append(&task)?;
         Ok(Some(task))
     }
 }
@@ -496,7 +498,7 @@ impl PyTypeLedger {
     #[new]
     #[pyo3(signature = (
         *, queue, submitted, started, succeeded, latency, duration, task_class, runtime,
-        type_name, retries, timeout, statuses, pending, live, ids, breaker=None,
+        type_name, retries, timeout, statuses, pending, fresh, live, ids, breaker=None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -513,6 +515,7 @@ impl PyTypeLedger {
         timeout: Py<PyAny>,
         statuses: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
         pending: Py<PyList>,
+        fresh: Py<PyList>,
         live: Py<PyDict>,
         ids: Py<PyIdStream>,
         breaker: Option<Py<PyCircuitBreaker>>,
@@ -535,6 +538,7 @@ impl PyTypeLedger {
             running,
             succeeded_status,
             pending,
+            fresh,
             live,
             ids,
         })
@@ -677,10 +681,14 @@ impl PyTypeLedger {
             now,
             cached,
         );
-        // Out of the live index (it may already be out: a task handed back by a drain).
-        if let Err(err) = self.live.bind(py).del_item(record.get(ID)?) {
-            if !err.is_instance_of::<pyo3::exceptions::PyKeyError>(py) {
-                return Err(err);
+        // Out of the live index if it was filed there (it may not be, or be out already: a
+        // task handed back by a drain).
+        let live = self.live.bind(py);
+        if !live.is_empty() {
+            if let Err(err) = live.del_item(record.get(ID)?) {
+                if !err.is_instance_of::<pyo3::exceptions::PyKeyError>(py) {
+                    return Err(err);
+                }
             }
         }
         Ok(!record.get(DELIVERY)?.is_none())

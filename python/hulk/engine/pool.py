@@ -60,7 +60,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker, Histogram, IdStream, TypeLedger
+from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker, Histogram, IdStream, TypeLedger, tasks_not_in
 from hulk.context import current_task_var, runtime_cache_var
 from hulk.engine.clock import Clock, SystemClock
 from hulk.engine.config import BackoffPolicy, BreakerPolicy, EngineConfig
@@ -99,6 +99,7 @@ DEAD = TaskStatus.DEAD
 CANCELLED = TaskStatus.CANCELLED
 
 _SUBMITTABLE = frozenset({None, QUEUED, SCHEDULED, RETRYING})
+_ENDED = (SUCCEEDED, DEAD, CANCELLED)
 _HELD = frozenset({SCHEDULED, RETRYING})
 
 # Why a running attempt is being cancelled by the engine (None: not at all).
@@ -220,6 +221,7 @@ class _TypeRuntime:
         queue: BoundedQueue,
         latency: Histogram,
         pending: list[TaskEvent],
+        fresh: list[Task],
         live: dict[str, Task],
         ids: IdStream,
         has_cache: bool = False,
@@ -263,6 +265,7 @@ class _TypeRuntime:
             timeout=self.timeout,
             statuses=(QUEUED, RUNNING, SUCCEEDED),
             pending=pending,
+            fresh=fresh,
             live=live,
             ids=ids,
             breaker=breaker,
@@ -348,8 +351,13 @@ class WorkerPool:
         self._capacity = config.queue_size
         self._batch = config.batch_size
         self._local: deque[Task] = deque()
-        # Live tasks by id; the native ledgers file and remove them on the hot path.
+        # Live tasks by id, filed lazily: the native ledgers only append new tasks to `_fresh`
+        # (a dictionary write per task, hashing a fresh id, costs more than the rest of
+        # accepting it); `_index()` files the unfinished ones when someone looks a task up, or
+        # once `_fresh` outgrows `_fresh_limit`. A task that ends leaves `_live` if it is there.
         self._live: dict[str, Task] = {}
+        self._fresh: list[Task] = []
+        self._fresh_limit = max(4096, 2 * config.queue_size)
         self._pending: list[TaskEvent] = []
         self._pend = self._pending.append  # the list is never replaced: flush copies and clears it
         self._flush_armed = False
@@ -432,6 +440,7 @@ class WorkerPool:
                 self._q,
                 self.metrics.latency,
                 self._pending,
+                self._fresh,
                 self._live,
                 self._id_stream,
                 has_cache=self.cache is not None,
@@ -510,7 +519,7 @@ class WorkerPool:
         now = self._now()
         wall = now + self._wall
         if task.id:
-            if task.id in self._live:
+            if task.id in self._index():
                 raise DuplicateTask(task.id)
         else:
             task.id = self._next_id(wall)
@@ -712,7 +721,21 @@ class WorkerPool:
 
     def get(self, task_id: str) -> Task | None:
         """The live (not yet terminal) record of `task_id` held by this pool, or None."""
-        return self._live.get(task_id)
+        return self._index().get(task_id)
+
+    def _index(self) -> dict[str, Task]:
+        """The live index, with the unfinished tasks accepted since the last call filed in it.
+
+        Call it before any read of `_live`, and before taking a task that has not ended out of
+        it (a task still in `_fresh` would be filed again later).
+        """
+        fresh = self._fresh
+        if fresh:
+            live = self._live
+            for task in tasks_not_in(fresh, _ENDED):
+                live[task.id] = task
+            fresh.clear()
+        return self._live
 
     # --- events -----------------------------------------------------------------------------
 
@@ -724,6 +747,8 @@ class WorkerPool:
     def flush(self) -> None:
         """Hands the buffered transitions to the store and the event sink now."""
         self._flush_armed = False
+        if len(self._fresh) > self._fresh_limit:
+            self._index()
         if not self._pending:
             return
         batch = self._pending[:]
@@ -1051,7 +1076,7 @@ class WorkerPool:
                 task.error = TaskError("TaskInterrupted", f"attempt {task.attempt} interrupted by shutdown")
                 task.status = RETRYING
                 self._emit(task, RUNNING, RETRYING, wall)
-                self._live.pop(task.id, None)
+                self._index().pop(task.id, None)
                 self._interrupted.append((task, delivery))
             return
         if reason == _TIMEOUT:
@@ -1072,7 +1097,7 @@ class WorkerPool:
             if delivery is not None:
                 delay = rt.scheduler.delay(task.attempt)
                 task.run_at = wall + delay
-                self._live.pop(task.id, None)
+                self._index().pop(task.id, None)
                 try:
                     delivery.on_retry(task, delay)
                 except Exception:
@@ -1122,7 +1147,7 @@ class WorkerPool:
             task.status = SCHEDULED
             task.run_at = wall + delay
             self._emit(task, QUEUED, SCHEDULED, wall)
-            self._live.pop(task.id, None)
+            self._index().pop(task.id, None)
             try:
                 task._delivery.on_retry(task, delay)
             except Exception:
@@ -1150,7 +1175,7 @@ class WorkerPool:
         Returns:
             True when the task was live here and is (being) cancelled; False otherwise.
         """
-        task = self._live.get(task_id)
+        task = self._index().get(task_id)
         if task is None:
             return False
         status = task.status
@@ -1318,8 +1343,9 @@ class WorkerPool:
             rt.parked.clear()
         self._parked_count = 0
         not_started: list[tuple[Task, Delivery | None]] = []
+        live = self._index()
         for task in items:
-            if task.status is QUEUED and self._live.pop(task.id, None) is not None:
+            if task.status is QUEUED and live.pop(task.id, None) is not None:
                 not_started.append((task, task._delivery))
         self._wake_all()
         self._wake_room()
@@ -1336,7 +1362,7 @@ class WorkerPool:
                 await asyncio.wait(late)
         # Last, what waits for a due time: including retries scheduled by attempts that failed
         # while draining.
-        for task in list(self._live.values()):
+        for task in list(self._index().values()):
             if task.status in _HELD:
                 if task._sched is not None:
                     task._sched.cancel(task.id)
