@@ -556,13 +556,15 @@ impl PyTypeLedger {
     }
 
     /// Creates a queued task of this type and queues it; None (nothing kept) when the queue is full.
+    ///
+    /// `wall` is the Unix time of creation (None: read the system clock here).
     #[pyo3(signature = (payload, wall, tenant, idempotency_key, retries, timeout, priority, trace))]
     #[allow(clippy::too_many_arguments)]
     fn accept<'py>(
         &self,
         py: Python<'py>,
         payload: &Bound<'py, PyAny>,
-        wall: f64,
+        wall: Option<f64>,
         tenant: &Bound<'py, PyAny>,
         idempotency_key: &Bound<'py, PyAny>,
         retries: &Bound<'py, PyAny>,
@@ -570,7 +572,7 @@ impl PyTypeLedger {
         priority: &Bound<'py, PyAny>,
         trace: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let wall = check_time("accept(wall)", wall)?;
+        let wall = check_time("accept(wall)", wall.unwrap_or_else(crate::clock::realtime))?;
         let shared = Shared::new(self, py, wall, tenant, retries, timeout, priority, trace)?;
         self.accept_one(&shared, payload, idempotency_key)
     }

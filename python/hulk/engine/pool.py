@@ -333,7 +333,9 @@ class WorkerPool:
         self.registry = registry
         self.clock = clock = clock if clock is not None else SystemClock()
         self._now: Callable[[], float] = clock.monotonic
-        if type(clock) is SystemClock:
+        # True when timestamps must come from `clock` (not the system clock the native code reads).
+        self._clocked = type(clock) is not SystemClock
+        if not self._clocked:
             self._now = time.monotonic
         self._wall = clock.wall_offset()
         self.store = store
@@ -598,11 +600,13 @@ class WorkerPool:
             if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
-            # The record is made, queued, counted, indexed and its event buffered in one native
-            # call. (`_now` is fetched, then called: a method-call of an instance attribute
-            # would take the interpreter's slow lookup.)
-            now = self._now
-            task = rt.ledger.accept(payload, now() + self._wall, tenant, idempotency_key, retries, timeout, priority, trace)
+            # The record is made, queued, counted and its event buffered in one native call,
+            # which reads the system clock itself (None) unless the engine runs on another one.
+            wall = None
+            if self._clocked:
+                now = self._now  # fetched, then called: the faster lookup
+                wall = now() + self._wall
+            task = rt.ledger.accept(payload, wall, tenant, idempotency_key, retries, timeout, priority, trace)
             if task is None:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
