@@ -140,7 +140,9 @@ impl Layout {
     fn of(class: &Bound<'_, PyType>) -> PyResult<Self> {
         let mut offsets = [0; FIELDS.len()];
         let header = std::mem::size_of::<ffi::PyObject>() as ffi::Py_ssize_t;
-        let basic = class.getattr("__basicsize__")?.extract::<ffi::Py_ssize_t>()?;
+        let basic = class
+            .getattr("__basicsize__")?
+            .extract::<ffi::Py_ssize_t>()?;
         for (offset, name) in offsets.iter_mut().zip(FIELDS) {
             let descr = class.getattr(name)?;
             // SAFETY: reading the type of a live object; comparing with the address of the
@@ -182,7 +184,10 @@ impl Layout {
     fn record<'a, 'py>(&'a self, task: &'a Bound<'py, PyAny>) -> PyResult<Record<'a, 'py>> {
         // SAFETY: both pointers are live objects; PyObject_TypeCheck only reads their types.
         let ok = unsafe {
-            ffi::PyObject_TypeCheck(task.as_ptr(), self.class.as_ptr().cast::<ffi::PyTypeObject>())
+            ffi::PyObject_TypeCheck(
+                task.as_ptr(),
+                self.class.as_ptr().cast::<ffi::PyTypeObject>(),
+            )
         } != 0;
         if ok {
             Ok(Record {
@@ -434,8 +439,16 @@ impl<'a, 'py> Shared<'a, 'py> {
             zero: 0i64.into_pyobject(py)?.into_any(),
             no: false.into_pyobject(py)?.to_owned().into_any(),
             tenant,
-            retries: if retries.is_none() { ledger.retries.bind(py).clone() } else { retries.clone() },
-            timeout: if timeout.is_none() { ledger.timeout.bind(py).clone() } else { timeout.clone() },
+            retries: if retries.is_none() {
+                ledger.retries.bind(py).clone()
+            } else {
+                retries.clone()
+            },
+            timeout: if timeout.is_none() {
+                ledger.timeout.bind(py).clone()
+            } else {
+                timeout.clone()
+            },
             priority,
             trace,
         })
@@ -632,7 +645,10 @@ impl PyTypeLedger {
         }
         let at = PyFloat::new(py, started).into_any();
         record.set(STATUS, self.running.bind(py));
-        record.set(ATTEMPT, &attempt.saturating_add(1).into_pyobject(py)?.into_any());
+        record.set(
+            ATTEMPT,
+            &attempt.saturating_add(1).into_pyobject(py)?.into_any(),
+        );
         record.set(STARTED_AT, &at);
         emit(
             self.pending.bind(py),

@@ -17,6 +17,14 @@ How a task runs, and why it is cheap:
   waiting for a thread time out in turn, since an attempt's clock starts when its worker takes it).
 - Transitions are appended to a buffer and handed to the status store and the event sink once per
   event-loop turn; metrics are native counters bumped inline and read at scrape time.
+- The per-task ledger is native: each task type has a `hulk._native.TypeLedger` that does a whole
+  transition in one call: `accept` (make the task record, id included, queue it, count it,
+  buffer its event), `begin` (status check, breaker, running status, attempt, start time, event,
+  start count, wait histogram) and `succeed` (result, end time, status, event, breaker evidence,
+  success count, duration histogram). Python is left to check arguments, call the handler and
+  handle the rare paths (failures, retries, refusals, cancels), which stay in this module.
+- Live tasks are filed by id lazily: accepting a task only appends it to a list, and `_index()`
+  files the unfinished ones when someone looks a task up (or the list grows past a bound).
 
 Limits worth knowing: the native queue holds `queue_size` tasks and a worker may hold one more batch
 (`batch_size`) taken from it; tasks run in submission order (`priority` is carried for the intake
@@ -47,7 +55,7 @@ import functools
 import multiprocessing
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor as _Executor
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -606,10 +614,11 @@ class WorkerPool:
             if self._clocked:
                 now = self._now  # fetched, then called: the faster lookup
                 wall = now() + self._wall
-            task = rt.ledger.accept(payload, wall, tenant, idempotency_key, retries, timeout, priority, trace)
-            if task is None:
+            made = rt.ledger.accept(payload, wall, tenant, idempotency_key, retries, timeout, priority, trace)
+            if made is None:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
+            task = made
             if not self._flush_armed:
                 self._arm_flush()
             if self._sleepers and not self._wake_armed:
@@ -956,7 +965,7 @@ class WorkerPool:
         if current is not None:
             current.uncancel()
 
-    def _attempt(self, rt: _TypeRuntime, task: Task) -> Awaitable[Any]:
+    def _attempt(self, rt: _TypeRuntime, task: Task) -> Any:
         """An untraced attempt's awaitable, the way the handler's `mode` says."""
         mode = rt.mode
         if mode == 3:
