@@ -6,7 +6,7 @@ Every time-dependent method takes an optional `now` (monotonic seconds, see `mon
 """
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Final, Literal, Self, TypedDict, final
+from typing import Any, Final, Literal, Self, TypedDict, TypeVar, final
 
 __version__: Final[str]
 build_profile: Final[Literal["debug", "release"]]
@@ -427,3 +427,173 @@ class L1Cache:
         `evictions` counts entries dropped to make room and expired entries dropped when read;
         `hit_ratio` is hits / (hits + misses), 0.0 before any read; `size` is `len()`.
         """
+
+# --- TypeLedger, IdStream, event batches --------------------------------------------------------
+
+_T = TypeVar("_T")
+
+@final
+class IdStream:
+    """Task ids for native code, made from the blocks of an `IdGenerator`.
+
+    The generator stays the one source of ids: its `block(wall)` starts each block and returns
+    the 34 characters the block's 256 ids share, and the Unix time it expires; the ids (that head
+    and two lowercase hex digits, "00" to "ff") are made natively. Give a generator to one stream
+    only. O(1), attached to the GIL; calls the generator once per block.
+
+    Args:
+        generator: an object with `block(wall: float) -> tuple[str, float]` (an `IdGenerator`).
+    """
+
+    def __new__(cls, generator: Any) -> Self: ...
+    def next_id(self, wall: float) -> str:
+        """One new id at Unix time `wall` (seconds); a new block when the current one is used up or expired.
+
+        Raises:
+            ValueError: `wall` is not finite, or the generator's head is not ASCII.
+        """
+
+@final
+class TypeLedger:
+    """One task type's hot-path bookkeeping, fused: one native call per task transition.
+
+    Holds the type's queue, counters, histograms and (optional) breaker, and the pool's event
+    buffer, new-task list, live index and id stream; writes the task records itself. `accept`
+    makes a task record (an instance of `task_class`, every field set), queues and counts it,
+    appends it to `fresh` and buffers its `(task, None, queued, wall)` event; `begin` moves a
+    queued task to running (attempt + 1, start time), buffers the event, asks the breaker and
+    counts the start and the wait; `succeed` sets the result, end time and succeeded status,
+    buffers the event, tells the breaker, counts the success and the duration and takes the task
+    out of `live` when it is there.
+
+    Fields are written through the class's `__slots__` member descriptors (checked when the
+    ledger is made; every call checks that the task is an instance of `task_class`). Every
+    method is O(1) but for `accept_many` (one `accept` per payload), stays attached to the GIL
+    and takes at most the breaker's lock.
+
+    Args:
+        queue: where tasks are queued.
+        submitted: counts accepted (and `push`ed) tasks.
+        started: counts attempts the breaker allowed.
+        succeeded: counts `succeed` calls.
+        latency: receives each start's wait since `queued_at` (negative values as 0).
+        duration: receives each success's duration since `started_at` (negative values as 0).
+        task_class: the task record class: a `__slots__` class with the fields of `hulk.engine.Task`.
+        runtime: stored in each new task's `_rt`.
+        type_name: stored in each new task's `type`.
+        retries: a new task's `max_retries` when `accept` is given None.
+        timeout: a new task's `timeout` when `accept` is given None.
+        statuses: the (queued, running, succeeded) status objects.
+        pending: the event buffer (a list the ledger appends to).
+        fresh: the list new tasks are appended to (the pool files them in `live` lazily).
+        live: the live index by id.
+        ids: where new tasks' ids come from.
+        breaker: asked by `begin`, told by `succeed` (None: none).
+
+    Raises:
+        TypeError: `task_class` lacks one of the fields as a writable object slot.
+    """
+
+    def __new__(
+        cls,
+        *,
+        queue: BoundedQueue,
+        submitted: Counter,
+        started: Counter,
+        succeeded: Counter,
+        latency: Histogram,
+        duration: Histogram,
+        task_class: type,
+        runtime: object,
+        type_name: str,
+        retries: object,
+        timeout: object,
+        statuses: tuple[object, object, object],
+        pending: list[Any],
+        fresh: list[Any],
+        live: dict[str, Any],
+        ids: IdStream,
+        breaker: CircuitBreaker | None = None,
+    ) -> Self: ...
+    def push(self, task: object) -> bool:
+        """Queues an existing `task` and counts it submitted; False (nothing counted) when full.
+
+        Raises:
+            QueueClosed: the queue is closed.
+        """
+
+    def accept(
+        self,
+        payload: object,
+        wall: float | None,
+        tenant: str,
+        idempotency_key: str | None,
+        retries: int | None,
+        timeout: float | None,
+        priority: int,
+        trace: dict[str, str] | None,
+    ) -> Any | None:
+        """Makes a queued task of this type created at Unix time `wall` (None: read the system clock).
+
+        Returns:
+            The task, or None (nothing kept but a used id) when the queue is full.
+
+        Raises:
+            QueueClosed: the queue is closed.
+            ValueError: `wall` is not finite.
+        """
+
+    def accept_many(
+        self,
+        payloads: Iterable[object],
+        wall: float,
+        tenant: str,
+        retries: int | None,
+        timeout: float | None,
+        priority: int,
+        trace: dict[str, str] | None,
+    ) -> list[Any]:
+        """`accept` for each payload in turn (no idempotency key, one creation time) until the queue is full.
+
+        Returns:
+            The accepted tasks: one per payload of a prefix of `payloads`.
+        """
+
+    def begin(self, task: object, now: float, offset: float) -> int:
+        """Starts an attempt of `task` at monotonic `now` (`now + offset` is its Unix start time).
+
+        Returns:
+            1 started; 2 started, and the task carries a trace context; 0 the breaker refused
+            (nothing changed but the breaker's refusal count); -1 the task is no longer queued
+            (nothing changed).
+
+        Raises:
+            TypeError: `task` is not an instance of `task_class`.
+            ValueError: `now` or `now + offset` is not finite.
+        """
+
+    def succeed(self, task: object, result: object, now: float, offset: float) -> bool:
+        """Ends `task`'s running attempt with `result` at monotonic `now`.
+
+        A cached result (`task.cached`) frees the breaker's probe slot instead of counting as a
+        success of the dependency.
+
+        Returns:
+            True when the task has a delivery to settle (`task._delivery` is not None).
+
+        Raises:
+            TypeError: `task` is not an instance of `task_class`.
+            ValueError: `now` or `now + offset` is not finite.
+        """
+
+def tasks_entering(events: Iterable[tuple[_T, object, object, object]], statuses: tuple[object, ...]) -> list[_T]:
+    """The tasks of the `(task, previous, status, at)` events whose status is one of `statuses`, in order.
+
+    Statuses are compared by identity. One pass, attached to the GIL.
+
+    Raises:
+        TypeError: an event is not a tuple of at least three items.
+    """
+
+def tasks_not_in(tasks: list[_T], statuses: tuple[object, ...]) -> list[_T]:
+    """The tasks whose `status` attribute is none of `statuses` (by identity), in order."""

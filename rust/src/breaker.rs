@@ -662,7 +662,7 @@ fn check_now(now: Option<f64>) -> PyResult<Option<f64>> {
 #[pyclass(frozen, module = "hulk._native", name = "CircuitBreaker")]
 pub struct PyCircuitBreaker {
     name: String,
-    inner: Mutex<Breaker>,
+    pub(crate) inner: Mutex<Breaker>,
 }
 
 #[pymethods]

@@ -22,6 +22,21 @@ pub fn monotonic() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
+/// Unix time in seconds (`CLOCK_REALTIME`, the clock behind Python's `time.time()`).
+#[inline]
+pub fn realtime() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: as in `monotonic`; CLOCK_REALTIME is always available on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 /// Resolves an optional caller-provided `now` against the native clock.
 #[inline]
 pub fn resolve(now: Option<f64>) -> f64 {
@@ -47,5 +62,12 @@ mod tests {
         let b = super::monotonic();
         assert!(a > 0.0);
         assert!(b >= a);
+    }
+
+    #[test]
+    fn realtime_is_unix_time() {
+        // After 2020-01-01 and before 2200-01-01.
+        let now = super::realtime();
+        assert!(now > 1_577_836_800.0 && now < 7_258_118_400.0);
     }
 }

@@ -103,7 +103,7 @@ impl AtomicHistogram {
 #[pyclass(frozen, module = "hulk._native", name = "Counter")]
 #[derive(Debug, Default)]
 pub struct PyCounter {
-    inner: AtomicCounter,
+    pub(crate) inner: AtomicCounter,
 }
 
 #[pymethods]
@@ -134,7 +134,7 @@ impl PyCounter {
 #[pyclass(frozen, module = "hulk._native", name = "Histogram")]
 #[derive(Debug)]
 pub struct PyHistogram {
-    inner: AtomicHistogram,
+    pub(crate) inner: AtomicHistogram,
 }
 
 #[pymethods]

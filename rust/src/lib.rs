@@ -14,6 +14,8 @@ pub mod cache;
 pub mod clock;
 pub mod counters;
 pub mod errors;
+pub mod events;
+pub mod ledger;
 pub mod queue;
 
 /// The native module. Users import it as `hulk.native`.
@@ -35,5 +37,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     backoff::register(m)?;
     breaker::register(m)?;
     cache::register(m)?;
+    ledger::register(m)?;
+    events::register(m)?;
     Ok(())
 }

@@ -423,6 +423,20 @@ impl PyBoundedQueue {
         QueueClosed::new_err("queue is closed")
     }
 
+    /// `try_push` for other native types: True when queued, False when full.
+    pub(crate) fn push_one(&self, py: Python<'_>, item: Py<PyAny>) -> PyResult<bool> {
+        match self.core.try_push(item) {
+            Ok(wakers) => {
+                if !wakers.is_empty() {
+                    run_wakers(py, wakers);
+                }
+                Ok(true)
+            }
+            Err(PushError::Full(_)) => Ok(false),
+            Err(PushError::Closed(_)) => Err(Self::closed_error()),
+        }
+    }
+
     fn drained_error() -> PyErr {
         QueueClosed::new_err("queue is closed and drained")
     }
@@ -520,16 +534,7 @@ impl PyBoundedQueue {
 
     /// Appends `item`; False when full (backpressure, counted as rejected). Raises QueueClosed when closed.
     fn try_push(&self, py: Python<'_>, item: Py<PyAny>) -> PyResult<bool> {
-        match self.core.try_push(item) {
-            Ok(wakers) => {
-                if !wakers.is_empty() {
-                    run_wakers(py, wakers);
-                }
-                Ok(true)
-            }
-            Err(PushError::Full(_)) => Ok(false),
-            Err(PushError::Closed(_)) => Err(Self::closed_error()),
-        }
+        self.push_one(py, item)
     }
 
     /// Removes the oldest item; raises QueueEmpty when empty (None is a valid item).

@@ -38,7 +38,7 @@ class IdGenerator:
         max_age: seconds after which a block's timestamp is stale and a new block is made.
     """
 
-    __slots__ = ("_counter", "_expires", "_ids", "_last_ms", "_max_age", "_prefix", "_rng", "_time_ns")
+    __slots__ = ("_counter", "_expires", "_head", "_ids", "_last_ms", "_max_age", "_prefix", "_rng", "_time_ns")
 
     def __init__(
         self,
@@ -52,6 +52,7 @@ class IdGenerator:
         self._max_age = max_age
         self._last_ms = -1
         self._prefix = ""
+        self._head = ""
         self._counter = 0
         self._ids: Iterator[str] = iter(())
         self._expires = 0.0
@@ -73,7 +74,7 @@ class IdGenerator:
             # millisecond, which keeps ids increasing.
             self._roll(self._last_ms + 1)
         self._counter += _BLOCK
-        head = f"{self._prefix}{self._counter >> 8:010x}"
+        head = self._head = f"{self._prefix}{self._counter >> 8:010x}"
         self._ids = map(head.__add__, _SUFFIXES)
 
     def __call__(self, ms: int | None = None) -> str:
@@ -91,6 +92,22 @@ class IdGenerator:
             self._refill(ms)
             new = next(self._ids)
         return new
+
+    def block(self, wall: float) -> tuple[str, float]:
+        """Starts a new block of ids; returns what its ids share and the Unix time it expires.
+
+        The block's ids are the returned head (34 characters) followed by two lowercase hex
+        digits, "00" to "ff", in that order. For a consumer that makes the ids itself (the
+        engine's native `IdStream`): use them until they run out or `wall` reaches the expiry,
+        then ask for a new block. Give a generator to one consumer only: ids taken through
+        `next` or a call meanwhile come from a newer block and would sort after later ones.
+
+        Args:
+            wall: the current Unix time in seconds.
+        """
+        self._refill(int(wall * 1000))
+        self._expires = wall + self._max_age
+        return self._head, self._expires
 
     def next(self, wall: float) -> str:
         """Returns one new id from the current block (the engine's hot path).

@@ -17,6 +17,14 @@ How a task runs, and why it is cheap:
   waiting for a thread time out in turn, since an attempt's clock starts when its worker takes it).
 - Transitions are appended to a buffer and handed to the status store and the event sink once per
   event-loop turn; metrics are native counters bumped inline and read at scrape time.
+- The per-task ledger is native: each task type has a `hulk._native.TypeLedger` that does a whole
+  transition in one call: `accept` (make the task record, id included, queue it, count it,
+  buffer its event), `begin` (status check, breaker, running status, attempt, start time, event,
+  start count, wait histogram) and `succeed` (result, end time, status, event, breaker evidence,
+  success count, duration histogram). Python is left to check arguments, call the handler and
+  handle the rare paths (failures, retries, refusals, cancels), which stay in this module.
+- Live tasks are filed by id lazily: accepting a task only appends it to a list, and `_index()`
+  files the unfinished ones when someone looks a task up (or the list grows past a bound).
 
 Limits worth knowing: the native queue holds `queue_size` tasks and a worker may hold one more batch
 (`batch_size`) taken from it; tasks run in submission order (`priority` is carried for the intake
@@ -60,7 +68,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker
+from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker, Histogram, IdStream, TypeLedger, tasks_not_in
 from hulk.context import current_task_var, runtime_cache_var
 from hulk.engine.clock import Clock, SystemClock
 from hulk.engine.config import BackoffPolicy, BreakerPolicy, EngineConfig
@@ -99,6 +107,7 @@ DEAD = TaskStatus.DEAD
 CANCELLED = TaskStatus.CANCELLED
 
 _SUBMITTABLE = frozenset({None, QUEUED, SCHEDULED, RETRYING})
+_ENDED = (SUCCEEDED, DEAD, CANCELLED)
 _HELD = frozenset({SCHEDULED, RETRYING})
 
 # Why a running attempt is being cancelled by the engine (None: not at all).
@@ -120,7 +129,6 @@ _dumps = orjson.dumps
 _TRIVIAL_PAYLOADS = frozenset({bool, float})
 
 _set_current_task = current_task_var.set
-_reset_current_task = current_task_var.reset
 
 # What a cache lookup returns on a miss (a stored None result is a hit).
 _MISS: Any = object()
@@ -194,10 +202,11 @@ class _TypeRuntime:
         "cache_hits_inc",
         "cache_ttl",
         "call_mode",
-        "duration_observe",
+        "direct",
         "fail_fast",
         "fn",
         "kind",
+        "ledger",
         "limit",
         "metrics",
         "mode",
@@ -206,9 +215,6 @@ class _TypeRuntime:
         "retries",
         "scheduler",
         "spec",
-        "started_inc",
-        "submitted_inc",
-        "succeeded_inc",
         "timeout",
     )
 
@@ -220,6 +226,12 @@ class _TypeRuntime:
         breaker: CircuitBreaker | None,
         fail_fast: bool,
         metrics: TypeMetrics,
+        queue: BoundedQueue,
+        latency: Histogram,
+        pending: list[TaskEvent],
+        fresh: list[Task],
+        live: dict[str, Task],
+        ids: IdStream,
         has_cache: bool = False,
     ) -> None:
         self.spec = spec
@@ -237,15 +249,35 @@ class _TypeRuntime:
         self.metrics = metrics
         # What the worker loop needs, one attribute away: how to call the handler (0: await
         # fn(payload), 1: await fn(payload, task=task), 2: off the loop, 3: through the result
-        # cache, which then calls it the `call_mode` way) and bound metric methods.
+        # cache, which then calls it the `call_mode` way) and the native ledger, which does one
+        # transition per call: accept (a new task record, queued, counted, its event buffered),
+        # begin (breaker, record, count, wait histogram, event) and succeed (record, event,
+        # breaker evidence, count, duration histogram).
         self.call_mode = 2 if self.kind != _LOOP else (1 if self.pass_task else 0)
         self.cache_ttl = spec.cache_ttl if has_cache else None
         self.mode = 3 if self.cache_ttl is not None else self.call_mode
+        # The handler itself when the worker may await `fn(payload)` directly (mode 0).
+        self.direct = self.fn if self.mode == 0 else None
         self.cache_hits_inc = metrics.cache_hits.inc
-        self.submitted_inc = metrics.submitted.inc
-        self.started_inc = metrics.started.inc
-        self.succeeded_inc = metrics.succeeded.inc
-        self.duration_observe = metrics.duration.observe
+        self.ledger = TypeLedger(
+            queue=queue,
+            submitted=metrics.submitted,
+            started=metrics.started,
+            succeeded=metrics.succeeded,
+            latency=latency,
+            duration=metrics.duration,
+            task_class=Task,
+            runtime=self,
+            type_name=spec.name,
+            retries=self.retries,
+            timeout=self.timeout,
+            statuses=(QUEUED, RUNNING, SUCCEEDED),
+            pending=pending,
+            fresh=fresh,
+            live=live,
+            ids=ids,
+            breaker=breaker,
+        )
 
 
 class _Worker:
@@ -309,14 +341,18 @@ class WorkerPool:
         self.registry = registry
         self.clock = clock = clock if clock is not None else SystemClock()
         self._now: Callable[[], float] = clock.monotonic
-        if type(clock) is SystemClock:
+        # True when timestamps must come from `clock` (not the system clock the native code reads).
+        self._clocked = type(clock) is not SystemClock
+        if not self._clocked:
             self._now = time.monotonic
         self._wall = clock.wall_offset()
         self.store = store
         self.events = events if events is not None else NullEventSink()
         self.metrics = metrics if metrics is not None else EngineMetrics()
         self._ids = ids if ids is not None else IdGenerator(seed=config.seed)
-        self._next_id = self._ids.next
+        # The one source of ids, for the native ledgers and the Python paths alike.
+        self._id_stream = IdStream(self._ids)
+        self._next_id = self._id_stream.next_id
         self._max_payload = config.max_payload_bytes
         self._idempotent: OrderedDict[tuple[str, str], Task] = OrderedDict()
         self.on_dead: list[Callable[[Task], object]] = list(on_dead)
@@ -325,7 +361,13 @@ class WorkerPool:
         self._capacity = config.queue_size
         self._batch = config.batch_size
         self._local: deque[Task] = deque()
+        # Live tasks by id, filed lazily: the native ledgers only append new tasks to `_fresh`
+        # (a dictionary write per task, hashing a fresh id, costs more than the rest of
+        # accepting it); `_index()` files the unfinished ones when someone looks a task up, or
+        # once `_fresh` outgrows `_fresh_limit`. A task that ends leaves `_live` if it is there.
         self._live: dict[str, Task] = {}
+        self._fresh: list[Task] = []
+        self._fresh_limit = max(4096, 2 * config.queue_size)
         self._pending: list[TaskEvent] = []
         self._pend = self._pending.append  # the list is never replaced: flush copies and clears it
         self._flush_armed = False
@@ -405,6 +447,12 @@ class WorkerPool:
                 breaker,
                 breaker is not None and self._fail_fast[breaker.name],
                 self.metrics.for_type(spec.name),
+                self._q,
+                self.metrics.latency,
+                self._pending,
+                self._fresh,
+                self._live,
+                self._id_stream,
                 has_cache=self.cache is not None,
             )
 
@@ -481,7 +529,7 @@ class WorkerPool:
         now = self._now()
         wall = now + self._wall
         if task.id:
-            if task.id in self._live:
+            if task.id in self._index():
                 raise DuplicateTask(task.id)
         else:
             task.id = self._next_id(wall)
@@ -497,11 +545,12 @@ class WorkerPool:
             if len(self._delay_sched) >= self.config.max_scheduled:
                 raise _queue_full(self.config.max_scheduled)
             self._hold(task, self._delay_sched, now + delay, wall)
+            rt.metrics.submitted.inc()
         else:
             if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
-            if not self._q.try_push(task):
+            if not rt.ledger.push(task):
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
             task.status = QUEUED
@@ -512,7 +561,6 @@ class WorkerPool:
             if self._sleepers and not self._wake_armed:
                 self._arm_wake()
         self._live[task.id] = task
-        rt.metrics.submitted.inc()
         return task
 
     def submit_payload(
@@ -560,42 +608,21 @@ class WorkerPool:
             if self._parked_count and len(self._q) + self._parked_count >= self._capacity:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
-            wall = self._now() + self._wall
-            # Every slot written once, without __init__'s keyword handling: the per-task allocation
-            # of the hot path.
-            task = _new_task(Task)
-            task._delivery = None
-            task._rt = rt
-            task._sched = None
-            task.attempt = 0
-            task.cached = False
-            task.created_at = wall
-            task.error = None
-            task.finished_at = None
-            task.id = self._next_id(wall)
-            task.idempotency_key = idempotency_key
-            task.max_retries = rt.retries if retries is None else retries
-            task.payload = payload
-            task.priority = priority
-            task.queued_at = wall
-            task.result = None
-            task.run_at = None
-            task.started_at = None
-            task.status = QUEUED
-            task.tenant = tenant
-            task.timeout = rt.timeout if timeout is None else timeout
-            task.trace = trace
-            task.type = type
-            if not self._q.try_push(task):
+            # The record is made, queued, counted and its event buffered in one native call,
+            # which reads the system clock itself (None) unless the engine runs on another one.
+            wall = None
+            if self._clocked:
+                now = self._now  # fetched, then called: the faster lookup
+                wall = now() + self._wall
+            made = rt.ledger.accept(payload, wall, tenant, idempotency_key, retries, timeout, priority, trace)
+            if made is None:
                 self.metrics.rejected.inc()
                 raise _queue_full(self._capacity)
-            self._pend((task, None, QUEUED, wall))
+            task = made
             if not self._flush_armed:
                 self._arm_flush()
             if self._sleepers and not self._wake_armed:
                 self._arm_wake()
-            self._live[task.id] = task
-            rt.submitted_inc()
         if idempotency_key is not None:
             self._remember(task)
         return task
@@ -611,7 +638,7 @@ class WorkerPool:
         priority: int = 0,
         trace: dict[str, str] | None = None,
     ) -> list[Task]:
-        """Submits one task per payload in one call: one clock read, one native push, one count.
+        """Submits one task per payload in one call: one clock read, one native call.
 
         For producers that have several tasks at once (a batch HTTP request, a fetched batch of
         messages). Every payload is checked before any task is accepted. The tasks share one
@@ -649,48 +676,12 @@ class WorkerPool:
             self.metrics.rejected.inc()
             raise _queue_full(self._capacity)
         wall = self._now() + self._wall
-        next_id = self._next_id
-        max_retries = rt.retries if retries is None else retries
-        attempt_timeout = rt.timeout if timeout is None else timeout
-        tasks: list[Task] = []
-        append = tasks.append
-        for payload in payloads[:room] if len(payloads) > room else payloads:
-            task = _new_task(Task)
-            task._delivery = None
-            task._rt = rt
-            task._sched = None
-            task.attempt = 0
-            task.cached = False
-            task.created_at = wall
-            task.error = None
-            task.finished_at = None
-            task.id = next_id(wall)
-            task.idempotency_key = None
-            task.max_retries = max_retries
-            task.payload = payload
-            task.priority = priority
-            task.queued_at = wall
-            task.result = None
-            task.run_at = None
-            task.started_at = None
-            task.status = QUEUED
-            task.tenant = tenant
-            task.timeout = attempt_timeout
-            task.trace = trace
-            task.type = type
-            append(task)
-        accepted = self._q.push_many(tasks)
-        if accepted < len(tasks):
-            del tasks[accepted:]
+        tasks: list[Task] = rt.ledger.accept_many(
+            payloads[:room] if len(payloads) > room else payloads, wall, tenant, retries, timeout, priority, trace
+        )
         if not tasks:
             self.metrics.rejected.inc()
             raise _queue_full(self._capacity)
-        live = self._live
-        pend = self._pend
-        for task in tasks:
-            live[task.id] = task
-            pend((task, None, QUEUED, wall))
-        rt.metrics.submitted.inc(len(tasks))
         if not self._flush_armed:
             self._arm_flush()
         if self._sleepers and not self._wake_armed:
@@ -743,7 +734,21 @@ class WorkerPool:
 
     def get(self, task_id: str) -> Task | None:
         """The live (not yet terminal) record of `task_id` held by this pool, or None."""
-        return self._live.get(task_id)
+        return self._index().get(task_id)
+
+    def _index(self) -> dict[str, Task]:
+        """The live index, with the unfinished tasks accepted since the last call filed in it.
+
+        Call it before any read of `_live`, and before taking a task that has not ended out of
+        it (a task still in `_fresh` would be filed again later).
+        """
+        fresh = self._fresh
+        if fresh:
+            live = self._live
+            for task in tasks_not_in(fresh, _ENDED):
+                live[task.id] = task
+            fresh.clear()
+        return self._live
 
     # --- events -----------------------------------------------------------------------------
 
@@ -755,6 +760,8 @@ class WorkerPool:
     def flush(self) -> None:
         """Hands the buffered transitions to the store and the event sink now."""
         self._flush_armed = False
+        if len(self._fresh) > self._fresh_limit:
+            self._index()
         if not self._pending:
             return
         batch = self._pending[:]
@@ -829,23 +836,18 @@ class WorkerPool:
 
     async def _work_loop(self, worker: _Worker) -> None:
         # The hot path. Everything touched per task is a local or one attribute away; one clock
-        # read per task; events are tuples appended to a list; metrics are native counters; no
-        # lock, timer or log line. The watchdog finds the deadline from `worker.task`.
+        # read per task; the record, its events (tuples appended to the buffer), the breaker and
+        # the metrics are kept by two native calls (`begin`, `succeed`); no lock, timer or log
+        # line. The watchdog finds the deadline from `worker.task`.
         q = self._q
         local = self._local
         popleft = local.popleft
-        live = self._live
         pending = self._pending
-        emit = pending.append
         now_fn = self._now
         batch = self._batch
-        latency_observe = self.metrics.latency.observe
         queued_status = QUEUED
-        running_status = RUNNING
-        succeeded_status = SUCCEEDED
         scalars = _JSON_SCALARS
         set_task = _set_current_task
-        reset_task = _reset_current_task
         now = now_fn()
         offset = self._wall
         took = False
@@ -883,46 +885,41 @@ class WorkerPool:
                 task = items[0]
                 if len(items) > 1:
                     local.extend(items[1:])
-            if task.status is not queued_status:
-                continue  # cancelled while queued: already recorded
             rt: _TypeRuntime = task._rt
             if rt.limit:
+                if task.status is not queued_status:
+                    continue  # cancelled while queued: already recorded
                 if rt.active >= rt.limit:
                     rt.parked.append(task)
                     self._parked_count += 1
                     continue
                 rt.active += 1
-            breaker = rt.breaker
-            if breaker is not None and not breaker.allow(now):
+            ledger = rt.ledger
+            # Status check, breaker, record (running, attempt, start time), event, start count
+            # and submit-to-start histogram in one native call.
+            started = ledger.begin(task, now, offset)
+            if started <= 0:
                 if rt.limit:
                     self._release_slot(rt)
-                self._refused(task, rt, breaker, now)
-                continue
-
-            started = now + offset
-            task.status = running_status
-            task.attempt += 1
-            task.started_at = started
-            emit((task, queued_status, running_status, started))
-            rt.started_inc()
-            latency_observe(started - task.queued_at)  # type: ignore[operator]
+                if started == 0:
+                    set_task(None)  # no attempt: hooks and deliveries must not see the previous one
+                    self._refused(task, rt, rt.breaker, now)  # type: ignore[arg-type]
+                continue  # -1: cancelled while queued, already recorded
             worker.task = task
             # Set before the call, so a sync handler's thread gets it in its copy of the context.
-            token = set_task(task)
+            # Never reset: the next attempt sets it again, and nothing else runs in this worker's
+            # context (tasks a handler creates copy the context as it is during the attempt).
+            set_task(task)
             try:
-                mode = rt.mode
-                if task.trace is not None and _sampled(task.trace):
+                direct = rt.direct
+                if started == 1 and direct is not None:
+                    result = await direct(task.payload)
+                elif started == 2 and _sampled(task.trace):  # type: ignore[arg-type]
                     # Submitted inside a recorded trace: the attempt is a span of it (untraced tasks,
                     # and tasks of traces the sampler dropped, pay nothing).
                     result = await self._traced(rt, task)
-                elif mode == 0:
-                    result = await rt.fn(task.payload)
-                elif mode == 1:
-                    result = await rt.fn(task.payload, task=task)
-                elif mode == 2:
-                    result = await self._off_loop(rt, task)
                 else:
-                    result = await self._through_cache(rt, task)
+                    result = await self._attempt(rt, task)
                 if result is not None and type(result) not in scalars:
                     _check_result(result)
             except asyncio.CancelledError:
@@ -953,24 +950,11 @@ class WorkerPool:
                 if worker.interrupt:
                     # The handler swallowed the cancellation and returned: its result stands.
                     self._swallowed_cancel(worker)
-                finished = now + offset
-                task.result = result
-                task.finished_at = finished
-                task.status = succeeded_status
-                emit((task, running_status, succeeded_status, finished))
-                duration = finished - started
-                if breaker is not None:
-                    if task.cached:
-                        breaker.release(now)  # the dependency was not called: no evidence either way
-                    else:
-                        breaker.record_success(duration, now)
-                rt.succeeded_inc()
-                rt.duration_observe(duration)
-                del live[task.id]
-                if task._delivery is not None:
+                # Record (result, end time, succeeded), event, breaker evidence (none for a cached
+                # result: the dependency was not called), success count, duration histogram and
+                # live index in one native call; it tells whether a delivery waits to be settled.
+                if ledger.succeed(task, result, now, offset):
                     self._settle(task)
-            finally:
-                reset_task(token)
             if rt.limit:
                 self._release_slot(rt)
 
@@ -980,6 +964,13 @@ class WorkerPool:
         current = asyncio.current_task()
         if current is not None:
             current.uncancel()
+
+    def _attempt(self, rt: _TypeRuntime, task: Task) -> Any:
+        """An untraced attempt's awaitable, the way the handler's `mode` says."""
+        mode = rt.mode
+        if mode == 3:
+            return self._through_cache(rt, task)
+        return self._call(rt, task)
 
     async def _traced(self, rt: _TypeRuntime, task: Task) -> Any:
         """Runs one attempt inside an execution span, a child of the submitter's trace (`task.trace`).
@@ -1098,7 +1089,7 @@ class WorkerPool:
                 task.error = TaskError("TaskInterrupted", f"attempt {task.attempt} interrupted by shutdown")
                 task.status = RETRYING
                 self._emit(task, RUNNING, RETRYING, wall)
-                self._live.pop(task.id, None)
+                self._index().pop(task.id, None)
                 self._interrupted.append((task, delivery))
             return
         if reason == _TIMEOUT:
@@ -1119,7 +1110,7 @@ class WorkerPool:
             if delivery is not None:
                 delay = rt.scheduler.delay(task.attempt)
                 task.run_at = wall + delay
-                self._live.pop(task.id, None)
+                self._index().pop(task.id, None)
                 try:
                     delivery.on_retry(task, delay)
                 except Exception:
@@ -1169,7 +1160,7 @@ class WorkerPool:
             task.status = SCHEDULED
             task.run_at = wall + delay
             self._emit(task, QUEUED, SCHEDULED, wall)
-            self._live.pop(task.id, None)
+            self._index().pop(task.id, None)
             try:
                 task._delivery.on_retry(task, delay)
             except Exception:
@@ -1197,7 +1188,7 @@ class WorkerPool:
         Returns:
             True when the task was live here and is (being) cancelled; False otherwise.
         """
-        task = self._live.get(task_id)
+        task = self._index().get(task_id)
         if task is None:
             return False
         status = task.status
@@ -1365,8 +1356,9 @@ class WorkerPool:
             rt.parked.clear()
         self._parked_count = 0
         not_started: list[tuple[Task, Delivery | None]] = []
+        live = self._index()
         for task in items:
-            if task.status is QUEUED and self._live.pop(task.id, None) is not None:
+            if task.status is QUEUED and live.pop(task.id, None) is not None:
                 not_started.append((task, task._delivery))
         self._wake_all()
         self._wake_room()
@@ -1383,7 +1375,7 @@ class WorkerPool:
                 await asyncio.wait(late)
         # Last, what waits for a due time: including retries scheduled by attempts that failed
         # while draining.
-        for task in list(self._live.values()):
+        for task in list(self._index().values()):
             if task.status in _HELD:
                 if task._sched is not None:
                     task._sched.cancel(task.id)

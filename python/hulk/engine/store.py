@@ -8,11 +8,11 @@ layer) fits the same protocol. Cancelling goes through the engine (`Hulk.cancel`
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
+from hulk._native import tasks_entering
 from hulk.engine.clock import Clock, SystemClock
 from hulk.engine.errors import TaskNotFound
 from hulk.engine.events import TaskEvent
@@ -27,6 +27,13 @@ _SCHEDULED = TaskStatus.SCHEDULED
 _SUCCEEDED = TaskStatus.SUCCEEDED
 _DEAD = TaskStatus.DEAD
 _CANCELLED = TaskStatus.CANCELLED
+_ENDED = (_SUCCEEDED, _DEAD, _CANCELLED)
+_DEAD_ONLY = (_DEAD,)
+_NEW = (_QUEUED, _SCHEDULED)
+# Evicted tasks are cut off the front of the finished line in one slice once this many are
+# behind its head: few enough that evicted tasks are freed soon (their memory is reused while
+# warm), many enough that moving the kept ones down costs little per task.
+_COMPACT = 512
 
 
 @runtime_checkable
@@ -94,9 +101,12 @@ class InMemoryStatusStore:
         self.ttl = ttl
         self._clock = clock if clock is not None else SystemClock()
         self._tasks: dict[str, Task] = {}
-        self._finished: deque[Task] = deque()
+        # Finished tasks in finishing order: `_finished[_head:]` are kept, the ones before the
+        # head are evicted (cut off in one slice now and then, not popped one by one).
+        self._finished: list[Task] = []
+        self._head = 0
         # Finished tasks are indexed by id only when someone reads: `_evicted` counts the tasks
-        # that left the front of `_finished`, `_indexed` those (from the front) already in `_tasks`.
+        # that left the front of the line, `_indexed` those (from the front) already in `_tasks`.
         self._evicted = 0
         self._indexed = 0
         self._dead: deque[Task] = deque(maxlen=capacity)
@@ -109,42 +119,37 @@ class InMemoryStatusStore:
 
     def _catch_up(self) -> None:
         finished = self._finished
-        start = self._indexed - self._evicted
+        start = self._head + self._indexed - self._evicted
         if start < len(finished):
             tasks = self._tasks
-            for task in itertools.islice(finished, start, None):
+            for task in finished[start:]:
                 tasks[task.id] = task
-            self._indexed = self._evicted + len(finished)
+            self._indexed = self._evicted + len(finished) - self._head
 
     def record(self, events: Sequence[TaskEvent]) -> None:
         """Files finished tasks (waking their waiters), and indexes new ones when there is no `live`.
 
         Finished tasks join a line in finishing order; they are indexed by id on the first read
-        after they finished, so a store nobody reads costs no dictionary work per task.
+        after they finished, so a store nobody reads costs no dictionary work per task. The
+        events are picked natively (`tasks_entering`): no Python work per event that changes
+        nothing here (running, retrying, and queued or scheduled when there is `live`).
         """
-        tasks = self._tasks
-        finished = self._finished
-        index_live = self.live is None
-        for event in events:
-            status = event[2]
-            # Identity tests, cheaper than set lookups (hashing an enum member runs Python code).
-            # Running and retrying change nothing here: the record is the live object.
-            if status is _RUNNING or status is _RETRYING:
-                continue
-            task = event[0]
-            if status is _QUEUED or status is _SCHEDULED:
-                if index_live:
-                    tasks[task.id] = task
-                continue
-            # Terminal: it joins the finished line (tasks, not tuples: one object fewer per kept
-            # task for the garbage collector to walk).
-            finished.append(task)
-            if status is _DEAD:
-                self._dead.append(task)
-            if self._waiters:
+        if self.live is None:
+            tasks = self._tasks
+            for task in tasks_entering(events, _NEW):
+                tasks[task.id] = task
+        ended = tasks_entering(events, _ENDED)
+        if not ended:
+            return
+        # Tasks, not tuples: one object fewer per kept task for the garbage collector to walk.
+        self._finished.extend(ended)
+        dead = tasks_entering(events, _DEAD_ONLY)
+        if dead:
+            self._dead.extend(dead)
+        if self._waiters:
+            for task in ended:
                 self._wake(task)
-        if finished:
-            self._prune(self._clock.monotonic() + self._clock.wall_offset())
+        self._prune(self._clock.monotonic() + self._clock.wall_offset())
 
     def _wake(self, task: Task) -> None:
         waiters = self._waiters.pop(task.id, None)
@@ -155,33 +160,34 @@ class InMemoryStatusStore:
                     fut.set_result(snapshot)
 
     def _prune(self, wall: float) -> None:
-        finished = self._finished
-        excess = len(finished) - self.capacity
+        excess = len(self._finished) - self._head - self.capacity
         if excess > 0:
             self._evict(excess)
         cutoff = wall - self.ttl
-        expired = 0
-        for task in finished:
-            if (task.finished_at or 0.0) > cutoff:
-                break
-            expired += 1
-        if expired:
-            self._evict(expired)
+        finished = self._finished
+        end = len(finished)
+        index = head = self._head
+        while index < end and (finished[index].finished_at or 0.0) <= cutoff:
+            index += 1
+        if index > head:
+            self._evict(index - head)
 
     def _evict(self, count: int) -> None:
         finished = self._finished
-        popleft = finished.popleft
+        head = self._head
         # Only indexed tasks are in the dictionary (all of them when there is no `live`).
         indexed = count if self.live is None else min(count, self._indexed - self._evicted)
         if indexed > 0:
             tasks = self._tasks
-            for _ in range(indexed):
-                task = popleft()
+            for task in finished[head : head + indexed]:
                 # A newer record under the same id (a resubmitted task) stays.
                 if tasks.get(task.id) is task:
                     del tasks[task.id]
-        for _ in range(count - max(indexed, 0)):
-            popleft()
+        head += count
+        if head >= _COMPACT:
+            del finished[:head]
+            head = 0
+        self._head = head
         self._evicted += count
         if self._indexed < self._evicted:
             self._indexed = self._evicted

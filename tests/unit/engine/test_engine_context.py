@@ -11,7 +11,7 @@ from tests.conftest import CacheFactory
 
 from hulk import context
 from hulk.cache import Cache
-from hulk.engine import EngineConfig, Hulk, Task, TaskStatus
+from hulk.engine import BreakerPolicy, EngineConfig, Hulk, Task, TaskStatus
 from hulk.engine import pool as pool_module
 
 
@@ -94,7 +94,9 @@ async def test_without_a_runtime_cache_the_context_cache_is_none() -> None:
         assert sync_seen["has_cache"] is False
 
 
-async def test_one_set_and_one_reset_per_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_one_set_per_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The worker sets the task once per attempt and never resets it (the next attempt sets it
+    # again): the caller's context is untouched.
     calls: list[str] = []
     var = context.current_task_var
 
@@ -102,13 +104,8 @@ async def test_one_set_and_one_reset_per_attempt(monkeypatch: pytest.MonkeyPatch
         calls.append("set")
         return var.set(task)
 
-    def reset_task(token: Any) -> None:
-        calls.append("reset")
-        var.reset(token)
-
-    # The workers bind these when they start: patch before.
+    # The workers bind it when they start: patch before.
     monkeypatch.setattr(pool_module, "_set_current_task", set_task)
-    monkeypatch.setattr(pool_module, "_reset_current_task", reset_task)
     app = make_app(None)
 
     @app.task("boom")
@@ -121,5 +118,31 @@ async def test_one_set_and_one_reset_per_attempt(monkeypatch: pytest.MonkeyPatch
         await result_of(app, "sync.ctx", 1)
         failing = app.submit("boom", retries=0)
         assert (await app.wait(failing.id, timeout=10)).status is TaskStatus.DEAD
-    assert calls == ["set", "reset"] * 3
+    assert calls == ["set"] * 3
     assert var.get() is None
+
+
+async def test_a_task_refused_by_its_breaker_runs_no_hook_in_an_earlier_task_context() -> None:
+    app = make_app(None)
+    seen: list[str] = []
+    gate = asyncio.Event()
+
+    @app.task("guarded", breaker=BreakerPolicy(fail_fast=True))
+    async def guarded(payload: Any) -> Any:
+        return payload
+
+    @app.on_dead
+    def hook(task: Task) -> None:
+        try:
+            seen.append(context.current_task().id)
+        except LookupError:
+            seen.append("none")
+        gate.set()
+
+    async with app:
+        await result_of(app, "guarded", 1)  # a first attempt ran in this worker
+        app.pool.breakers["guarded"].force_open()
+        refused = app.submit("guarded", 2)
+        await asyncio.wait_for(gate.wait(), 10)
+        assert (await app.wait(refused.id, timeout=10)).status is TaskStatus.DEAD
+    assert seen == ["none"]

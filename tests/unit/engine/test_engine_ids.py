@@ -61,3 +61,15 @@ def test_hot_path_blocks_are_refreshed_when_stale() -> None:
     ids = [gen.next(1000.003) for _ in range(600)]  # several blocks within one millisecond
     assert ids == sorted(ids)
     assert len(set(ids)) == 600
+
+
+def test_a_block_is_its_head_and_two_hex_digits() -> None:
+    gen = IdGenerator(seed=6)
+    head, expires = gen.block(1000.0)
+    assert len(head) == 34
+    assert expires == 1000.0 + 0.002
+    first = head + "00"
+    assert uuid.UUID(first).version == 7
+    assert uuid.UUID(first).int >> 80 == 1_000_000
+    next_head, _ = gen.block(1000.0)
+    assert next_head + "00" > head + "ff"

@@ -682,3 +682,28 @@ async def test_submit_many_checks_everything_first(h: Handlers) -> None:
         await rt.app.stop(0.0)
         with pytest.raises(EngineStopped):
             rt.app.submit_many("ok", [1])
+
+
+async def test_the_live_index_finds_unfinished_tasks_and_stays_bounded(h: Handlers) -> None:
+    # New tasks are filed by id lazily (when someone looks, or when the list of new ones grows):
+    # a long run keeps that list bounded, and a task accepted long ago is still found.
+    async with runtime(h, workers=2, queue_size=100) as rt:
+        held = rt.submit("block")
+        await rt.settle()
+        finished: list[Task] = []
+        for _ in range(45):
+            finished.extend(rt.app.submit_many("ok", list(range(99))))
+            await rt.settle()
+        pool = rt.pool
+        assert len(pool._fresh) <= pool._fresh_limit
+        assert all(task.status is TaskStatus.SUCCEEDED for task in finished)
+        assert pool.get(held.id) is held
+        assert pool.get(finished[0].id) is None
+        queued = rt.submit("ok", 1)
+        assert pool.get(queued.id) is queued
+        assert rt.app.cancel(held.id)
+        h.gate.set()
+        await rt.settle()
+        assert held.status is TaskStatus.CANCELLED
+        assert queued.status is TaskStatus.SUCCEEDED
+        assert pool.get(queued.id) is None
