@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import orjson
 import structlog
@@ -177,7 +177,8 @@ class Subscriber:
             finally:
                 self.subscribed = False
                 with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                    # Through Any: redis-py annotates `aclose` in some releases and not in others.
+                    await cast(Any, pubsub).aclose()
 
     async def _listen(self, pubsub: Any) -> None:
         while True:
