@@ -47,6 +47,8 @@ class CoalescingTransport:
         pending = self._pending
         if pending:
             self._pending = []
+            if self.transport.is_closing():
+                return  # the client went away during the turn: nobody to send the answer to
             self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def close(self) -> None:

@@ -244,7 +244,11 @@ class NatsTaskStore:
             for task_id in terminal:
                 settle = held.pop(task_id, None)
                 if settle is not None:
-                    settle()
+                    try:
+                        settle()
+                    except Exception:
+                        # One settlement failing must not leave the others of the group unsettled.
+                        log.exception("settling task %s after its record failed", task_id)
 
     async def get(self, task_id: str) -> Any | None:
         """The task's latest record (any instance wrote it), or None."""

@@ -130,8 +130,16 @@ class AckBatcher:
         self.sent = 0
 
     def add(self, msg: Any) -> None:
-        """Acknowledges `msg` (a JetStream message) with this turn's other acknowledgements."""
-        msg._check_reply()
+        """Acknowledges `msg` (a JetStream message) with this turn's other acknowledgements.
+
+        A message that cannot be acknowledged (not from JetStream, or acknowledged already) is
+        logged and skipped: the caller is settling a task and must go on with the others.
+        """
+        try:
+            msg._check_reply()
+        except Exception as exc:
+            log.warning("not acknowledging %s: %r", getattr(msg, "subject", "?"), exc)
+            return
         msg._ackd = True
         loop = asyncio.get_running_loop()
         # Compared with the loop, not "is a send scheduled": a send scheduled on a loop that has

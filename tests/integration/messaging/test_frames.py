@@ -125,3 +125,17 @@ async def test_bad_subjects_and_oversized_payloads_are_refused_before_sending(co
     assert pipe.pending == 0
     assert conn.nc.is_connected  # nothing malformed reached the server
     await pipe.close()
+
+
+async def test_a_message_that_cannot_be_acked_is_skipped_not_raised(conn: NatsConnection) -> None:
+    class Acked:
+        subject = "x"
+        reply = "acks.done"
+
+        def _check_reply(self) -> None:
+            raise RuntimeError("already acknowledged")
+
+    batcher = AckBatcher(conn)
+    batcher.add(Acked())
+    await batcher.wait()
+    assert batcher.sent == 0

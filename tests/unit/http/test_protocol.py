@@ -15,6 +15,10 @@ from hulk.http.protocol import CoalescingHttpProtocol, CoalescingTransport
 class RecordingTransport:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
 
     def write(self, data: bytes) -> None:
         self.calls.append(("write", data))
@@ -73,3 +77,12 @@ async def test_a_real_server_answers_through_the_protocol() -> None:
     finally:
         server.should_exit = True
         await serving
+
+
+async def test_an_answer_for_a_client_that_went_away_is_dropped() -> None:
+    inner = RecordingTransport()
+    transport = CoalescingTransport(inner, asyncio.get_running_loop())  # type: ignore[arg-type]
+    transport.write(b"late")
+    inner.closing = True
+    await asyncio.sleep(0)
+    assert inner.calls == []

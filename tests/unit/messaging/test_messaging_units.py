@@ -185,3 +185,31 @@ async def test_a_finished_task_is_acked_only_once_its_record_is_safe() -> None:
     safe.set_result(None)
     await asyncio.wait_for(delivery.acked.wait(), 5)
     await store.flush()
+
+
+async def test_one_failing_settlement_leaves_the_others_of_its_group_settled() -> None:
+    from hulk.messaging.engine_adapters import NatsTaskStore
+
+    class Store:
+        async def put_many_nowait(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+            return None
+
+    class Done:
+        def __init__(self, task_id: str) -> None:
+            self.id = task_id
+            self.status = "succeeded"
+
+        def to_dict(self) -> dict[str, Any]:
+            return {"id": self.id, "status": self.status}
+
+    settled: list[str] = []
+
+    def boom() -> None:
+        raise RuntimeError("connection closed")
+
+    store = NatsTaskStore(Store(), dict)  # type: ignore[arg-type]
+    store.settle_after_record("a", boom)
+    store.settle_after_record("b", lambda: settled.append("b"))
+    store.record([(Done("a"), "running", "succeeded", 1.0), (Done("b"), "running", "succeeded", 1.0)])
+    await store.flush()
+    assert settled == ["b"]
