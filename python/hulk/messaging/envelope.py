@@ -167,8 +167,9 @@ class TaskEnvelope(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(
                 f"id must be a valid KV key ([-/_=.a-zA-Z0-9]+, no leading or trailing dot), got {self.id!r}"
             )
-        if self.timeout is not None or self.max_retries is not None or self.priority:
-            _check_options(self.timeout, self.max_retries, self.priority)
+        priority = self.priority
+        if self.timeout is not None or self.max_retries is not None or priority or type(priority) is not int:
+            _check_options(self.timeout, self.max_retries, priority)
 
     @property
     def msg_id(self) -> str:

@@ -144,6 +144,13 @@ def test_envelope_carries_task_options() -> None:
             TaskEnvelope.decode(body, None)
     with pytest.raises(ValueError, match="priority"):
         TaskEnvelope(type="echo", priority=-1)
+    for falsy in (0.0, False):
+        with pytest.raises(ValueError, match="priority"):
+            TaskEnvelope(type="echo", priority=falsy)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="KV key"):
+        TaskEnvelope(type="echo", id="has space")
+    with pytest.raises(PoisonMessage, match="KV key"):
+        TaskEnvelope.decode(b'{"id": ".dot", "type": "echo"}', None)
 
 
 async def test_a_finished_task_is_acked_only_once_its_record_is_safe() -> None:
