@@ -6,9 +6,10 @@ counts statistics, appends to the outgoing buffer and may create a flush future,
 record and an acknowledgement), so that was the largest per-task cost left in it. Here the frames
 of many messages are formatted together and appended as one buffer entry, with one flush request.
 
-This relies on two internals of nats-py's `Client` that every 2.x release has: `_send_command`
-(append to the outgoing buffer) and `_flush_pending` (wake the flusher). `supported(nc)` tells
-whether a client has them; callers fall back to `publish` when it does not. Subjects are not
+This relies on internals of nats-py's `Client` that every 2.x release has: `_send_command`
+(append to the outgoing buffer), `_flush_pending` (wake the flusher), and the buffer's size and
+limit and the flusher's queue, read as `publish` reads them. `supported(nc)` tells whether a client
+has them all; callers fall back to `publish` when it does not. Subjects are not
 validated here: callers pass subjects hulk built (KV keys checked at intake) or that the server
 gave (acknowledgement subjects).
 """
@@ -71,9 +72,16 @@ def frame(subject: str, payload: bytes, reply: str = "", headers: Mapping[str, s
     return b"HPUB %s %d %d\r\n%s%s\r\n" % (head, size, size + len(payload), block, payload)
 
 
+_INTERNALS = ("_flush_queue", "_max_pending_size", "_pending_data_size")
+
+
 def supported(nc: Any) -> bool:
     """True when `nc` (a nats-py `Client`) has the internals `send_frames` uses."""
-    return callable(getattr(nc, "_send_command", None)) and callable(getattr(nc, "_flush_pending", None))
+    return (
+        callable(getattr(nc, "_send_command", None))
+        and callable(getattr(nc, "_flush_pending", None))
+        and all(hasattr(nc, name) for name in _INTERNALS)
+    )
 
 
 def check_payload(nc: Any, payload: bytes) -> None:

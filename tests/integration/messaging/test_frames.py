@@ -139,3 +139,15 @@ async def test_a_message_that_cannot_be_acked_is_skipped_not_raised(conn: NatsCo
     batcher.add(Acked())
     await batcher.wait()
     assert batcher.sent == 0
+
+
+def test_a_client_without_the_internals_is_not_supported() -> None:
+    class Plain:
+        async def _send_command(self, data: bytes) -> None:
+            pass
+
+        async def _flush_pending(self) -> None:
+            pass
+
+    assert not supported(Plain())
+    assert not supported(object())
