@@ -6,35 +6,32 @@
 
 use pyo3::prelude::*;
 
-/// Monotonic seconds, comparable with Python's `time.monotonic()`.
+/// Seconds on `clock` (a `clock_gettime` clock id), 0.0 if the clock cannot be read.
 #[inline]
-pub fn monotonic() -> f64 {
+fn read(clock: libc::clockid_t) -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC is always available on Linux
-    // and the call only writes into `ts`.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: `ts` is a valid, writable timespec; the clocks passed here (CLOCK_MONOTONIC,
+    // CLOCK_REALTIME) are always available on Linux and the call only writes into `ts`.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
     if rc != 0 {
         return 0.0;
     }
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
+/// Monotonic seconds, comparable with Python's `time.monotonic()`.
+#[inline]
+pub fn monotonic() -> f64 {
+    read(libc::CLOCK_MONOTONIC)
+}
+
 /// Unix time in seconds (`CLOCK_REALTIME`, the clock behind Python's `time.time()`).
 #[inline]
 pub fn realtime() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: as in `monotonic`; CLOCK_REALTIME is always available on Linux.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
-    if rc != 0 {
-        return 0.0;
-    }
-    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    read(libc::CLOCK_REALTIME)
 }
 
 /// Resolves an optional caller-provided `now` against the native clock.

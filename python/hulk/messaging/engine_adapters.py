@@ -108,9 +108,8 @@ class NatsEventSink:
     def publish(self, events: Sequence[tuple[Any, Any, Any, float]]) -> None:
         """Takes one batch of transitions; publishes them in the background, in order."""
         by_kind = self._pending
-        kind_by_status = _KIND_BY_STATUS
         for task, previous, status, at in events:
-            kind = "created" if previous is None else kind_by_status.get(status) or event_kind_of(previous, status)
+            kind = event_kind_of(previous, status)
             event: dict[str, Any] = {
                 "task_id": task.id,
                 "type": task.type,

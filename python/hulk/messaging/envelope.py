@@ -11,7 +11,7 @@ parsing time); dead letters and scheduler entries add them as `Hulk-Task-Id`, `H
 
 from __future__ import annotations
 
-import re
+import functools
 import time
 import uuid
 from typing import Annotated, Any
@@ -20,7 +20,7 @@ import msgspec
 import orjson
 from opentelemetry import trace
 
-from hulk.messaging.kvstore import KEY_PATTERN
+from hulk.messaging.kvstore import is_valid_key
 from hulk.messaging.streams import validate_task_type
 from hulk.observability import tracing as _tracing
 
@@ -98,17 +98,8 @@ class _WireTask(msgspec.Struct, frozen=True):
 
 _decode_one = msgspec.json.Decoder(_WireTask).decode
 _decode_many = msgspec.json.Decoder(list[_WireTask]).decode
-_KEY_MATCH = re.compile(KEY_PATTERN).fullmatch
-_KNOWN_TYPES: set[str] = set()
-_KNOWN_TYPES_LIMIT = 4096
-
-
-def _check_type(task_type: str) -> None:
-    # Few distinct types go by, so a set of those already checked spares the regex per task.
-    if task_type not in _KNOWN_TYPES:
-        validate_task_type(task_type)
-        if len(_KNOWN_TYPES) < _KNOWN_TYPES_LIMIT:
-            _KNOWN_TYPES.add(task_type)
+# Few distinct types go by: the valid ones are remembered, so the regex runs once per type.
+_check_type = functools.lru_cache(maxsize=4096)(validate_task_type)
 
 
 def _check_options(timeout: object, max_retries: object, priority: object) -> None:
@@ -163,7 +154,7 @@ class TaskEnvelope(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         _check_type(self.type)
-        if _KEY_MATCH(self.id) is None:
+        if not is_valid_key(self.id):
             raise ValueError(
                 f"id must be a valid KV key ([-/_=.a-zA-Z0-9]+, no leading or trailing dot), got {self.id!r}"
             )

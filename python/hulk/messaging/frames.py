@@ -17,6 +17,7 @@ gave (acknowledgement subjects).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -38,20 +39,22 @@ _HEADER_LINE = b"NATS/1.0\r\n"
 
 
 # As nats-py does: header names are RFC 7230 tokens, values are trimmed and CR/LF become spaces (a
-# value can never end the header block early). Names seen once are remembered: there are few.
+# value can never end the header block early).
 _HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _HEADER_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
-_GOOD_KEYS: set[str] = set()
 _SUBJECT_INVALID = re.compile(r"\s").search
 
 
+@functools.lru_cache(maxsize=1024)
+def _header_name(key: str) -> bytes:
+    # Few distinct names go by: each is checked and encoded once.
+    if _HEADER_KEY(key) is None:
+        raise BadHeaderError(key)
+    return key.encode()
+
+
 def _header_line(key: str, value: str) -> bytes:
-    if key not in _GOOD_KEYS:
-        if _HEADER_KEY(key) is None:
-            raise BadHeaderError(key)
-        if len(_GOOD_KEYS) < 1024:
-            _GOOD_KEYS.add(key)
-    return b"%s: %s\r\n" % (key.encode(), value.strip().translate(_HEADER_VALUE_NEWLINES).encode())
+    return b"%s: %s\r\n" % (_header_name(key), value.strip().translate(_HEADER_VALUE_NEWLINES).encode())
 
 
 def frame(subject: str, payload: bytes, reply: str = "", headers: Mapping[str, str] | None = None) -> bytes:

@@ -25,7 +25,7 @@ from hulk.messaging.pipeline import AckPipeline
 if TYPE_CHECKING:
     from hulk.messaging.publisher import EventPublisher
 
-__all__ = ["KEY_PATTERN", "TERMINAL_STATUSES", "WRONG_LAST_SEQUENCE", "NatsStatusStore"]
+__all__ = ["TERMINAL_STATUSES", "WRONG_LAST_SEQUENCE", "NatsStatusStore", "is_valid_key"]
 
 WRONG_LAST_SEQUENCE = 10071
 """JetStream's err_code for a create whose key already has a record."""
@@ -33,14 +33,18 @@ WRONG_LAST_SEQUENCE = 10071
 TERMINAL_STATUSES = frozenset({"succeeded", "dead", "cancelled", "failed"})
 """Statuses after which a task changes no more (`wait` returns on them)."""
 
-KEY_PATTERN = r"[-/_=a-zA-Z0-9](?:[-/_=.a-zA-Z0-9]*[-/_=a-zA-Z0-9])?"
+_KEY_PATTERN = r"[-/_=a-zA-Z0-9](?:[-/_=.a-zA-Z0-9]*[-/_=a-zA-Z0-9])?"
 """A KV key (and so a task id): [-/_=.a-zA-Z0-9]+, not starting or ending with a dot."""
 
-_KEY_MATCH = re.compile(KEY_PATTERN).fullmatch
+_KEY_MATCH = re.compile(_KEY_PATTERN).fullmatch
+
+
+def is_valid_key(key: str) -> bool:
+    """True when `key` can be a KV key (and so a task id); one C call, it runs for every record."""
+    return _KEY_MATCH(key) is not None
 
 
 def _check_key(task_id: str) -> str:
-    # One C call per key: this runs for every record written.
     if _KEY_MATCH(task_id) is None:
         raise ValueError(
             f"task_id must be a valid KV key ([-/_=.a-zA-Z0-9]+, no leading or trailing dot), got {task_id!r}"

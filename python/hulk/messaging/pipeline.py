@@ -127,12 +127,7 @@ class AckPipeline:
         await self._reserve(1)
         token, fut = self._track(1)
         try:
-            if self._frames:
-                nc = self._conn.nc
-                check_payload(nc, payload)
-                await send_frames(nc, [frame(subject, payload, self._prefix + token, headers)], len(payload))
-            else:
-                await self._conn.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+            await self._send([(subject, payload, self._prefix + token, headers)])
         except BaseException:
             self._finish(token)
             raise
@@ -143,9 +138,8 @@ class AckPipeline:
     ) -> list[asyncio.Future[dict[str, Any]]]:
         """Sends many `(subject, payload, headers)` messages at once, each acknowledged on its own.
 
-        Like `publish` for each message (the futures are in order), but the frames are handed to
-        the client as one append when it allows (see `hulk.messaging.frames`). Waits for room for
-        all of them first.
+        Like `publish` for each message (the futures are in order), but handed to the client in one
+        go (see `_send`). Waits for room for all of them first.
 
         Raises:
             nats.errors.Error: the messages could not be sent (connection closed...).
@@ -154,30 +148,21 @@ class AckPipeline:
             return []
         if self._sub is None:
             await self.start()
-        if not self._frames:
-            return [await self.publish(subject, payload, headers) for subject, payload, headers in messages]
         await self._reserve(len(messages))
-        tokens: list[str] = []
-        futs: list[asyncio.Future[dict[str, Any]]] = []
-        out: list[bytes] = []
+        tracked = [self._track(1) for _ in messages]
         prefix = self._prefix
-        size = 0
-        nc = self._conn.nc
-        for _subject, payload, _headers in messages:
-            check_payload(nc, payload)
         try:
-            for subject, payload, headers in messages:
-                token, fut = self._track(1)
-                tokens.append(token)
-                futs.append(fut)
-                out.append(frame(subject, payload, prefix + token, headers))
-                size += len(payload)
-            await send_frames(nc, out, size)
+            await self._send(
+                [
+                    (subject, payload, prefix + token, headers)
+                    for (subject, payload, headers), (token, _fut) in zip(messages, tracked, strict=True)
+                ]
+            )
         except BaseException:
-            for token in tokens:
+            for token, _fut in tracked:
                 self._finish(token)
             raise
-        return futs
+        return [fut for _token, fut in tracked]
 
     async def publish_group(
         self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]]
@@ -197,25 +182,35 @@ class AckPipeline:
             await self.start()
         await self._reserve(len(messages))
         token, fut = self._track(len(messages))
-        nc = self._conn.nc
+        last = len(messages) - 1
+        reply = self._prefix + token
         try:
-            if self._frames:
-                # The whole group as one append to the client's buffer (see `hulk.messaging.frames`).
-                for message in messages:
-                    check_payload(nc, message[1])
-                last = messages[-1]
-                out = [frame(subject, payload, "", headers) for subject, payload, headers in messages[:-1]]
-                out.append(frame(last[0], last[1], self._prefix + token, last[2]))
-                await send_frames(nc, out, sum(len(message[1]) for message in messages))
-            else:
-                for subject, payload, headers in messages[:-1]:
-                    await nc.publish(subject, payload, headers=headers)
-                subject, payload, headers = messages[-1]
-                await nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+            await self._send(
+                [
+                    (subject, payload, reply if index == last else "", headers)
+                    for index, (subject, payload, headers) in enumerate(messages)
+                ]
+            )
         except BaseException:
             self._finish(token)
             raise
         return fut
+
+    async def _send(self, outgoing: Sequence[tuple[str, bytes, str, dict[str, str] | None]]) -> None:
+        """Hands `(subject, payload, reply, headers)` messages to the client, in order.
+
+        As protocol frames in one append when the client allows (see `hulk.messaging.frames`),
+        else one `publish` each. Nothing is sent if a payload is too large or a subject invalid.
+        """
+        nc = self._conn.nc
+        if not self._frames:
+            for subject, payload, reply, headers in outgoing:
+                await nc.publish(subject, payload, reply=reply, headers=headers)
+            return
+        for message in outgoing:
+            check_payload(nc, message[1])
+        out = [frame(subject, payload, reply, headers) for subject, payload, reply, headers in outgoing]
+        await send_frames(nc, out, sum(len(message[1]) for message in outgoing))
 
     def _finish(self, token: str) -> asyncio.Future[dict[str, Any]] | None:
         entry = self._pending.pop(token, None)

@@ -93,10 +93,7 @@ SUBJECT_POISON = "hulk.errors.poison"
 INTAKE_CONSUMER = "hulk-workers"
 """Durable pull consumer shared by every instance: one message, one instance."""
 
-TYPE_PATTERN = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$"
-"""A task type: dot-separated tokens of [A-Za-z0-9_-] (it becomes a subject suffix)."""
-
-_TYPE_RE = re.compile(TYPE_PATTERN)
+_TYPE_RE = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
 _KIND_RE = re.compile(r"^[a-z_]+$")
 
 
