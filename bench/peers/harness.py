@@ -295,6 +295,7 @@ def run_peer(spec: PeerSpec, *, tasks: int, window: int = DEFAULT_WINDOW, timeou
         else:
             _wait_file(ready, worker, 60.0, "worker ready", log)
         cpu_before = _tree_cpu(worker.pid)
+        server_before = _tree_cpu(server.pid)
         producer = subprocess.run(
             producer_argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
         )
@@ -303,6 +304,7 @@ def run_peer(spec: PeerSpec, *, tasks: int, window: int = DEFAULT_WINDOW, timeou
         sent = json.loads(producer.stdout.strip().splitlines()[-1])
         t_done = float(_wait_file(done, worker, timeout, "last task executed", log))
         cpu = _tree_cpu(worker.pid) - cpu_before
+        server_cpu = _tree_cpu(server.pid) - server_before
     finally:
         if worker is not None:
             _stop_group(worker)
@@ -317,6 +319,8 @@ def run_peer(spec: PeerSpec, *, tasks: int, window: int = DEFAULT_WINDOW, timeou
         "submit_per_s": round(tasks / (t1 - t0), 1),
         "seconds": round(t_done - t0, 3),
         "worker_cpu_s": round(cpu, 3),
+        "server_cpu_s": round(server_cpu, 3),
+        "producer_cpu_s": round(float(sent["cpu"]), 3),
         "window": window,
         "server": {"kind": spec.server, "version": server.version(), "config": server.config()},
         "versions": _versions(spec.packages),
@@ -334,6 +338,7 @@ def _produce(spec: PeerSpec) -> None:
 
     def mark_start() -> None:
         started.append(time.monotonic())
+        started.append(time.process_time())
 
     if inspect.iscoroutinefunction(spec.produce):
         use_uvloop()
@@ -341,7 +346,8 @@ def _produce(spec: PeerSpec) -> None:
     else:
         spec.produce(url, n, window, mark_start)
     t1 = time.monotonic()
-    print(json.dumps({"t0": started[0], "t1": t1}), flush=True)
+    cpu = time.process_time() - started[1]
+    print(json.dumps({"t0": started[0], "t1": t1, "cpu": cpu}), flush=True)
 
 
 async def _until_sigterm(work: Callable[[], Awaitable[None]]) -> None:

@@ -25,10 +25,14 @@ from hulk.messaging.publisher import TaskProducer
 
 TASK_TYPE = "bench.noop"
 # engine.workers (= the intake's slots). The default, CPUs × 2, is 4 here: a no-op workload is all
-# round trips, so hulk gets the same kind of concurrency the peers get (256 async tasks for Taskiq
-# and arq, a 256-message batch for FastStream). Measured with 10,000 tasks on the loaded 2-core box:
-# 4 → 650–1,160 tasks/s, 32 → 1,860, 64 → 1,090–1,650, 128 → 2,020, 256 → 1,240.
-WORKERS = 128
+# round trips, so hulk needs the kind of concurrency the peers get (a 256-message fetch and up to
+# 1,024 unacknowledged for raw nats-py, 256 async tasks for Taskiq and arq, a 256-message batch for
+# FastStream). A slot is held from fetch until the ack, and hulk acks only after the terminal record
+# is stored (one more round trip than raw's ack-after-run), so it takes more slots to keep the
+# pipe full. Measured 2026-12-05 with 30,000 tasks on the quiet 2-core box, raw nats-py 27k–31k/s
+# in the same series: 128 → 22.6k tasks/s, 256 → 22.3k–25.0k, 512 → 24.5k–26.4k (the bulk peer
+# is the same at 128 and 512).
+WORKERS = 512
 
 
 async def produce(url: str, n: int, window: int, mark_start: Callable[[], None]) -> None:
