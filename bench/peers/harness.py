@@ -223,6 +223,30 @@ def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float, what: 
     return path.read_text()
 
 
+async def _settled(url: str, timeout: float) -> float:
+    """Waits until no consumer of any stream has an unacknowledged message; returns when (monotonic)."""
+    import nats  # the bench's NATS client; only NATS peers get here
+
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            pending = 0
+            for stream in await js.streams_info():
+                for consumer in await js.consumers_info(stream.config.name):
+                    pending += consumer.num_ack_pending
+            if not pending:
+                return now
+            if now > deadline:
+                raise RuntimeError(f"{pending} messages still unacknowledged after {timeout:.0f}s")
+            # Paces the checks; the time of the first check that saw nothing pending is the end.
+            await asyncio.sleep(0.005)
+    finally:
+        await nc.close()
+
+
 # hulk's start-up line, {"event":"hulk.ready",...,"url":"http://127.0.0.1:PORT",...}.
 _READY_PORT = re.compile(r'"hulk\.ready".*?"url":\s*"http://[^"]*?:(\d+)"')
 
@@ -303,6 +327,10 @@ def run_peer(spec: PeerSpec, *, tasks: int, window: int = DEFAULT_WINDOW, timeou
             raise RuntimeError(f"producer failed ({producer.returncode}): {producer.stderr[-3000:]}")
         sent = json.loads(producer.stdout.strip().splitlines()[-1])
         t_done = float(_wait_file(done, worker, timeout, "last task executed", log))
+        if spec.server == "nats":
+            # Executed is not finished: the run ends when every message is acknowledged too (for
+            # hulk, that is after each task's terminal record is stored).
+            t_done = max(t_done, asyncio.run(_settled(server.url, timeout)))
         cpu = _tree_cpu(worker.pid) - cpu_before
         server_cpu = _tree_cpu(server.pid) - server_before
     finally:

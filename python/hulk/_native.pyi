@@ -597,3 +597,52 @@ def tasks_entering(events: Iterable[tuple[_T, object, object, object]], statuses
 
 def tasks_not_in(tasks: list[_T], statuses: tuple[object, ...]) -> list[_T]:
     """The tasks whose `status` attribute is none of `statuses` (by identity), in order."""
+
+@final
+class RecordEncoder:
+    """Task records as JSON, read natively from the task's `__slots__` (rust/src/records.rs).
+
+    `encode(task)` gives what `orjson.dumps(task.to_dict())` gives: the same keys in the same
+    order, floats as their shortest text, `null` for NaN and the infinities. Values that are not
+    plain dicts (with str keys), lists, tuples, str, int, float, bool or None go through
+    `fallback`, which raises its own error for what JSON cannot hold. Attached to the GIL.
+
+    Args:
+        task_class: the task record class (`hulk.engine.task.Task`), checked once like the ledger's.
+        fallback: encodes any other value to JSON bytes (`orjson.dumps`).
+
+    Raises:
+        TypeError: `task_class` lacks one of the record's `__slots__` fields.
+    """
+
+    def __new__(cls, task_class: type, fallback: Callable[[Any], bytes]) -> Self: ...
+    def encode(self, task: Any) -> bytes:
+        """The task's record as JSON.
+
+        Raises:
+            TypeError: `task` is not an instance of `task_class`, or `fallback` did not return bytes.
+            AttributeError: a field of the task is unset.
+        """
+
+    def messages(self, prefix: str, tasks: Iterable[Any]) -> list[tuple[str, bytes]]:
+        """`(prefix + task.id, encode(task))` for each task: the KV messages of a group of records.
+
+        Raises:
+            ValueError: a task id cannot be a KV key ([-/_=.a-zA-Z0-9]+, no leading or trailing dot).
+            TypeError: as `encode`.
+        """
+
+def pub_frames(
+    messages: Iterable[tuple[str, bytes, str, Mapping[str, str] | None]], max_payload: int
+) -> tuple[bytes, int]:
+    """The NATS `PUB`/`HPUB` frames of `(subject, payload, reply, headers)` messages, in one buffer.
+
+    Returns the buffer and the sum of the payload sizes. Formats only what it can vouch for:
+    subjects and replies of printable ASCII without spaces, header names that are HTTP tokens,
+    header values of printable ASCII with no space at either end.
+
+    Raises:
+        ValueError: a part outside those rules, or a payload over `max_payload` (format that group
+            with nats-py's own rules instead: `hulk.messaging.frames.frames_of` does).
+        TypeError: a message that is not `(str, bytes, str, dict | None)`.
+    """

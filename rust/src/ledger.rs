@@ -82,7 +82,7 @@ fn check_time(what: &str, value: f64) -> PyResult<f64> {
 // --- the task record ---------------------------------------------------------------------------
 
 /// The fields of the task record the ledger writes, as named in the class's `__slots__`.
-pub const FIELDS: [&str; 22] = [
+pub(crate) const FIELDS: [&str; 22] = [
     "_delivery",
     "_rt",
     "_sched",
@@ -109,35 +109,35 @@ pub const FIELDS: [&str; 22] = [
 const DELIVERY: usize = 0;
 const RT: usize = 1;
 const SCHED: usize = 2;
-const ATTEMPT: usize = 3;
-const CACHED: usize = 4;
-const CREATED_AT: usize = 5;
-const ERROR: usize = 6;
-const FINISHED_AT: usize = 7;
-const ID: usize = 8;
-const IDEMPOTENCY_KEY: usize = 9;
-const MAX_RETRIES: usize = 10;
-const PAYLOAD: usize = 11;
-const PRIORITY: usize = 12;
-const QUEUED_AT: usize = 13;
-const RESULT: usize = 14;
-const RUN_AT: usize = 15;
-const STARTED_AT: usize = 16;
-const STATUS: usize = 17;
-const TENANT: usize = 18;
-const TIMEOUT: usize = 19;
-const TRACE: usize = 20;
-const TYPE: usize = 21;
+pub(crate) const ATTEMPT: usize = 3;
+pub(crate) const CACHED: usize = 4;
+pub(crate) const CREATED_AT: usize = 5;
+pub(crate) const ERROR: usize = 6;
+pub(crate) const FINISHED_AT: usize = 7;
+pub(crate) const ID: usize = 8;
+pub(crate) const IDEMPOTENCY_KEY: usize = 9;
+pub(crate) const MAX_RETRIES: usize = 10;
+pub(crate) const PAYLOAD: usize = 11;
+pub(crate) const PRIORITY: usize = 12;
+pub(crate) const QUEUED_AT: usize = 13;
+pub(crate) const RESULT: usize = 14;
+pub(crate) const RUN_AT: usize = 15;
+pub(crate) const STARTED_AT: usize = 16;
+pub(crate) const STATUS: usize = 17;
+pub(crate) const TENANT: usize = 18;
+pub(crate) const TIMEOUT: usize = 19;
+pub(crate) const TRACE: usize = 20;
+pub(crate) const TYPE: usize = 21;
 
 /// Where each field lives in an instance of the task class: the offsets of its `__slots__`
 /// member descriptors (object slots that raise AttributeError while unset).
-struct Layout {
+pub(crate) struct Layout {
     class: Py<PyType>,
     offsets: [ffi::Py_ssize_t; FIELDS.len()],
 }
 
 impl Layout {
-    fn of(class: &Bound<'_, PyType>) -> PyResult<Self> {
+    pub(crate) fn of(class: &Bound<'_, PyType>) -> PyResult<Self> {
         let mut offsets = [0; FIELDS.len()];
         let header = std::mem::size_of::<ffi::PyObject>() as ffi::Py_ssize_t;
         let basic = class
@@ -181,7 +181,10 @@ impl Layout {
 
     /// `task` as a record of this layout, or TypeError.
     #[inline]
-    fn record<'a, 'py>(&'a self, task: &'a Bound<'py, PyAny>) -> PyResult<Record<'a, 'py>> {
+    pub(crate) fn record<'a, 'py>(
+        &'a self,
+        task: &'a Bound<'py, PyAny>,
+    ) -> PyResult<Record<'a, 'py>> {
         // SAFETY: both pointers are live objects; PyObject_TypeCheck only reads their types.
         let ok = unsafe {
             ffi::PyObject_TypeCheck(
@@ -216,7 +219,7 @@ impl Layout {
 }
 
 /// A task known to be an instance of the layout's class.
-struct Record<'a, 'py> {
+pub(crate) struct Record<'a, 'py> {
     task: &'a Bound<'py, PyAny>,
     offsets: &'a [ffi::Py_ssize_t; FIELDS.len()],
 }
@@ -252,7 +255,7 @@ impl<'py> Record<'_, 'py> {
 
     /// A field's value, or AttributeError when it is unset.
     #[inline]
-    fn get(&self, field: usize) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn get(&self, field: usize) -> PyResult<Bound<'py, PyAny>> {
         let slot = self.slot(field);
         // SAFETY: as in `set`; a non-NULL slot holds a strong reference owned by the task,
         // which we borrow and turn into a new one.

@@ -15,8 +15,10 @@ pub mod clock;
 pub mod counters;
 pub mod errors;
 pub mod events;
+pub mod frames;
 pub mod ledger;
 pub mod queue;
+pub mod records;
 
 /// The native module. Users import it as `hulk.native`.
 #[pymodule]
@@ -39,5 +41,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     cache::register(m)?;
     ledger::register(m)?;
     events::register(m)?;
+    records::register(m)?;
+    frames::register(m)?;
     Ok(())
 }

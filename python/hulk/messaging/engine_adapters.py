@@ -209,12 +209,12 @@ class NatsTaskStore:
             status = _status_of(task)
             if status in TERMINAL_STATUSES:
                 passing.pop(task_id, None)
-                records.append((task_id, task.to_dict()))
+                records.append(task)
                 terminal.append(task_id)
                 if status == "dead":
                     self._dead.append(task_id)
             elif self.defer == 0:
-                records.append((task_id, task.to_dict()))
+                records.append(task)
             else:
                 passing[task_id] = task
         del self._dead[: max(0, len(self._dead) - self._dead_limit)]
@@ -227,13 +227,14 @@ class NatsTaskStore:
         """Writes the passing states of tasks that are still not terminal (the others wrote theirs)."""
         self._timer = None
         passing, self._passing = self._passing, {}
-        records = [(task_id, task.to_dict()) for task_id, task in passing.items()]
-        if records:
-            self._bg.spawn(self._write(records))
+        if passing:
+            self._bg.spawn(self._write(list(passing.values())))
 
-    async def _write(self, records: list[tuple[str, dict[str, Any]]], terminal: Sequence[str] = ()) -> None:
+    async def _write(self, tasks: list[Any], terminal: Sequence[str] = ()) -> None:
+        # The records are written from the tasks as they are when this runs (a task may have
+        # moved on since: its newer record is the one worth storing).
         try:
-            safe = await self._store.put_many_nowait(records)
+            safe = await self._store.put_tasks_nowait(tasks)
             if safe is not None:
                 await safe
         finally:

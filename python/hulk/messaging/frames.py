@@ -31,7 +31,9 @@ from nats.errors import (
     OutboundBufferLimitError,
 )
 
-__all__ = ["AckBatcher", "check_payload", "frame", "send_frames", "supported"]
+from hulk._native import pub_frames
+
+__all__ = ["AckBatcher", "check_payload", "frame", "frames_of", "send_frames", "supported"]
 
 log = logging.getLogger("hulk.messaging")
 
@@ -97,10 +99,30 @@ def check_payload(nc: Any, payload: bytes) -> None:
         raise MaxPayloadError
 
 
-async def send_frames(nc: Any, frames: Sequence[bytes], payload_bytes: int = 0) -> None:
-    """Appends the frames of `len(frames)` messages to the client's outgoing buffer and asks for a flush.
+def frames_of(nc: Any, messages: Sequence[tuple[str, bytes, str, Mapping[str, str] | None]]) -> tuple[bytes, int]:
+    """The frames of `(subject, payload, reply, headers)` messages in one buffer, and their payload bytes.
 
-    The caller checks each payload with `check_payload` first.
+    Formatted natively (`hulk._native.pub_frames`) when every part is plain; a group with a part
+    that needs nats-py's rules is formatted here, message by message.
+
+    Raises:
+        nats.errors.MaxPayloadError: a payload is larger than the server takes.
+        nats.errors.BadSubjectError: an empty subject, or white space in a subject or reply.
+        nats.errors.BadHeaderError: a header name that is not an HTTP token.
+    """
+    try:
+        return pub_frames(messages, nc.max_payload)
+    except (ValueError, TypeError):
+        for message in messages:
+            check_payload(nc, message[1])
+        out = b"".join([frame(subject, payload, reply, headers) for subject, payload, reply, headers in messages])
+        return out, sum(len(message[1]) for message in messages)
+
+
+async def send_frames(nc: Any, data: bytes, count: int = 1, payload_bytes: int = 0) -> None:
+    """Appends `data`, the frames of `count` messages, to the client's outgoing buffer and asks for a flush.
+
+    The caller checks each payload with `check_payload` first (`frames_of` does).
 
     Raises:
         nats.errors.ConnectionClosedError: the client is closed.
@@ -109,11 +131,10 @@ async def send_frames(nc: Any, frames: Sequence[bytes], payload_bytes: int = 0) 
     """
     if nc.is_closed:
         raise ConnectionClosedError
-    data = frames[0] if len(frames) == 1 else b"".join(frames)
     if not nc.is_connected and (nc._max_pending_size <= 0 or len(data) + nc._pending_data_size > nc._max_pending_size):
         raise OutboundBufferLimitError
     stats = nc.stats
-    stats["out_msgs"] += len(frames)
+    stats["out_msgs"] += count
     stats["out_bytes"] += payload_bytes
     await nc._send_command(data)
     flush_queue = nc._flush_queue
@@ -172,7 +193,9 @@ class AckBatcher:
         try:
             nc = self._conn.nc
             if supported(nc):
-                await send_frames(nc, [b"PUB %s 0\r\n\r\n" % reply.encode() for reply in replies])
+                await send_frames(
+                    nc, b"".join([b"PUB %s 0\r\n\r\n" % reply.encode() for reply in replies]), len(replies)
+                )
             else:
                 for reply in replies:
                     await nc.publish(reply)

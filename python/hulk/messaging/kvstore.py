@@ -19,6 +19,8 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from hulk._native import RecordEncoder
+from hulk.engine.task import Task
 from hulk.messaging.connection import NatsConnection
 from hulk.messaging.pipeline import AckPipeline
 
@@ -42,6 +44,11 @@ _KEY_MATCH = re.compile(_KEY_PATTERN).fullmatch
 def is_valid_key(key: str) -> bool:
     """True when `key` can be a KV key (and so a task id); one C call, it runs for every record."""
     return _KEY_MATCH(key) is not None
+
+
+# Task records as JSON, written natively from the task's slots (the same bytes as
+# `orjson.dumps(task.to_dict())`; see rust/src/records.rs); orjson writes what it does not.
+_RECORDS = RecordEncoder(Task, orjson.dumps)
 
 
 def _check_key(task_id: str) -> str:
@@ -151,6 +158,26 @@ class NatsStatusStore:
         messages = [
             (prefix + _check_key(task_id), dumps(rec if type(rec) is dict else dict(rec))) for task_id, rec in records
         ]
+        return await self._put_group(messages)
+
+    async def put_tasks_nowait(self, tasks: Sequence[Any]) -> asyncio.Future[None] | None:
+        """`put_many_nowait` of the tasks' current records (`task.to_dict()`).
+
+        The records of engine tasks (`hulk.engine.task.Task`) are written natively from their
+        fields; any other object with an `id` and a `to_dict()` goes through orjson.
+
+        Raises:
+            ValueError: a task id is not a valid key.
+        """
+        try:
+            messages = _RECORDS.messages(self._prefix, tasks)
+        except TypeError:
+            # Not engine tasks (or a value JSON cannot hold, which raises again just below).
+            dumps, prefix = orjson.dumps, self._prefix
+            messages = [(prefix + _check_key(task.id), dumps(task.to_dict())) for task in tasks]
+        return await self._put_group(messages)
+
+    async def _put_group(self, messages: list[tuple[str, bytes]]) -> asyncio.Future[None] | None:
         if self.publisher is not None:
             return await self.publisher.publish_group(messages)
         nc = self._conn.nc

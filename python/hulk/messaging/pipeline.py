@@ -34,7 +34,7 @@ from nats.aio.subscription import Subscription
 
 from hulk.errors import HulkError
 from hulk.messaging.connection import NatsConnection, cancel_and_wait
-from hulk.messaging.frames import check_payload, frame, send_frames
+from hulk.messaging.frames import frames_of, send_frames
 from hulk.messaging.frames import supported as frames_supported
 
 __all__ = ["AckPipeline", "PublishError"]
@@ -207,10 +207,8 @@ class AckPipeline:
             for subject, payload, reply, headers in outgoing:
                 await nc.publish(subject, payload, reply=reply, headers=headers)
             return
-        for message in outgoing:
-            check_payload(nc, message[1])
-        out = [frame(subject, payload, reply, headers) for subject, payload, reply, headers in outgoing]
-        await send_frames(nc, out, sum(len(message[1]) for message in outgoing))
+        data, payload_bytes = frames_of(nc, outgoing)
+        await send_frames(nc, data, len(outgoing), payload_bytes)
 
     def _finish(self, token: str) -> asyncio.Future[dict[str, Any]] | None:
         entry = self._pending.pop(token, None)

@@ -192,6 +192,27 @@ async def test_status_records_go_out_as_one_acknowledged_group(conn: NatsConnect
     await pub.close()
 
 
+async def test_task_records_are_stored_as_their_to_dict(conn: NatsConnection, tmp_path: Path) -> None:
+    from hulk.engine.task import Task, TaskStatus
+
+    pub = EventPublisher(conn, Outbox(tmp_path / "ob"))
+    pub.start()
+    kv = NatsStatusStore(conn, ttl=60, publisher=pub)
+    await kv.start()
+    done = Task("email.send", {"to": "a@b.c", "n": [1, 2.5]}, id="rec-1")
+    done.status, done.result, done.finished_at = TaskStatus.SUCCEEDED, {"ok": True}, 1796471848.25
+    safe = await kv.put_tasks_nowait([done, FakeTask("rec-2", status="dead")])  # native, then orjson
+    assert safe is not None
+    await safe
+    assert await kv.get("rec-1") == orjson.loads(orjson.dumps(done.to_dict()))
+    assert (await kv.get("rec-2") or {})["status"] == "dead"
+    bad = Task("email.send", None, id="rec-3")
+    bad.id = "not a key"
+    with pytest.raises(ValueError, match="valid KV key"):
+        await kv.put_tasks_nowait([bad])
+    await pub.close()
+
+
 async def test_group_acknowledgement_failure_fails_the_group(conn: NatsConnection) -> None:
     from hulk.messaging.pipeline import AckPipeline, PublishError
 

@@ -10,7 +10,8 @@ from nats.errors import BadHeaderError, ConnectionClosedError
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from hulk.messaging.connection import NatsConnection
-from hulk.messaging.frames import AckBatcher, frame, send_frames, supported
+from hulk._native import pub_frames
+from hulk.messaging.frames import AckBatcher, frame, frames_of, send_frames, supported
 
 
 def test_header_values_cannot_break_the_frame_and_bad_names_are_refused() -> None:
@@ -30,6 +31,49 @@ def test_frames_are_the_protocol_lines() -> None:
     )
 
 
+class _Client:
+    max_payload = 64
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [("a.b", b"hi", "", None)],
+        [("a.b", b"", "_INBOX.x", None), ("$KV.b.0193-x", b"{}", "", {"traceparent": "00-ab-cd-01"})],
+        [("a", b"xy", "r", {"K": "v", "Nats-Msg-Id": ""})],
+    ],
+)
+def test_native_frames_are_the_python_frames(messages: list[Any]) -> None:
+    expected = b"".join(frame(*m) for m in messages)
+    assert pub_frames(messages, 64) == (expected, sum(len(m[1]) for m in messages))
+    assert frames_of(_Client(), messages) == (expected, sum(len(m[1]) for m in messages))
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        ("a", b"", "", {"K": " x\r\ny "}),  # a value nats-py trims and cleans
+        ("sujet.é", b"", "", None),  # non-ASCII subject: nats-py sends it as UTF-8
+        ("a", bytearray(b"xy"), "", None),  # not bytes
+    ],
+)
+def test_groups_the_native_path_does_not_vouch_for_are_framed_by_nats_py_rules(odd: Any) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        pub_frames([odd], 64)
+    assert frames_of(_Client(), [("ok", b"1", "", None), odd]) == (frame("ok", b"1") + frame(*odd), 1 + len(odd[1]))
+
+
+def test_frames_of_raises_nats_errors() -> None:
+    from nats.errors import BadSubjectError, MaxPayloadError
+
+    with pytest.raises(BadHeaderError):
+        frames_of(_Client(), [("a", b"", "", {"bad name": "v"})])
+    with pytest.raises(BadSubjectError):
+        frames_of(_Client(), [("a b", b"", "", None)])
+    with pytest.raises(MaxPayloadError):
+        frames_of(_Client(), [("a", b"x" * 65, "", None)])
+
+
 async def test_a_group_of_frames_arrives_in_order_with_headers(conn: NatsConnection) -> None:
     nc = conn.nc
     assert supported(nc)
@@ -43,8 +87,11 @@ async def test_a_group_of_frames_arrives_in_order_with_headers(conn: NatsConnect
 
     await nc.subscribe("frames.>", cb=on_msg)
     await nc.flush()
-    out = [frame("frames.1", b"one"), frame("frames.2", b"two", headers={"Hulk-X": "y"}), frame("frames.3", b"")]
-    await send_frames(nc, out, payload_bytes=6)
+    data, size = frames_of(
+        nc, [("frames.1", b"one", "", None), ("frames.2", b"two", "", {"Hulk-X": "y"}), ("frames.3", b"", "", None)]
+    )
+    assert size == 6
+    await send_frames(nc, data, 3, size)
     await asyncio.wait_for(done.wait(), 5)
     assert [(m.subject, m.data) for m in got] == [("frames.1", b"one"), ("frames.2", b"two"), ("frames.3", b"")]
     assert got[1].headers == {"Hulk-X": "y"}
@@ -79,7 +126,7 @@ async def test_send_frames_refuses_a_closed_client(conn: NatsConnection) -> None
     nc = conn.nc
     await nc.close()
     with pytest.raises(ConnectionClosedError):
-        await send_frames(nc, [frame("x", b"")])
+        await send_frames(nc, frame("x", b""))
 
 
 async def test_acks_of_a_loop_that_ended_still_leave_on_the_next_one(conn: NatsConnection) -> None:

@@ -162,8 +162,8 @@ async def test_a_finished_task_is_acked_only_once_its_record_is_safe() -> None:
     wrote = asyncio.Event()
 
     class Store:
-        async def put_many_nowait(self, records: list[tuple[str, dict[str, Any]]]) -> asyncio.Future[None]:
-            written.append([task_id for task_id, _ in records])
+        async def put_tasks_nowait(self, tasks: list[Any]) -> asyncio.Future[None]:
+            written.append([task.id for task in tasks])
             wrote.set()
             return safe
 
@@ -198,7 +198,7 @@ async def test_one_failing_settlement_leaves_the_others_of_its_group_settled() -
     from hulk.messaging.engine_adapters import NatsTaskStore
 
     class Store:
-        async def put_many_nowait(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+        async def put_tasks_nowait(self, tasks: list[Any]) -> None:
             return None
 
     class Done:
