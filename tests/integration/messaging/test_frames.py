@@ -9,8 +9,8 @@ import pytest
 from nats.errors import BadHeaderError, ConnectionClosedError
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from hulk.messaging.connection import NatsConnection
 from hulk._native import pub_frames
+from hulk.messaging.connection import NatsConnection
 from hulk.messaging.frames import AckBatcher, frame, frames_of, send_frames, supported
 
 
