@@ -235,8 +235,8 @@ async def _settled(url: str, timeout: float) -> float:
             now = time.monotonic()
             pending = 0
             for stream in await js.streams_info():
-                for consumer in await js.consumers_info(stream.config.name):
-                    pending += consumer.num_ack_pending
+                for consumer in await js.consumers_info(str(stream.config.name)):
+                    pending += consumer.num_ack_pending or 0
             if not pending:
                 return now
             if now > deadline:

@@ -93,6 +93,6 @@ def test_only_task_records_are_encoded() -> None:
 
 
 def test_a_fallback_that_does_not_return_bytes_is_a_type_error() -> None:
-    encoder = RecordEncoder(Task, lambda value: "not bytes")
+    encoder = RecordEncoder(Task, lambda value: "not bytes")  # type: ignore[arg-type,return-value]
     with pytest.raises(TypeError):
         encoder.encode(_task(result=object()))
