@@ -624,6 +624,22 @@ class RecordEncoder:
             AttributeError: a field of the task is unset.
         """
 
+    def events(
+        self, events: Iterable[tuple[Any, object, object, float]], kinds: Mapping[Any, str]
+    ) -> dict[str, tuple[bytes, int]]:
+        """The JSON objects of `(task, previous, status, at)` transitions, grouped by event kind.
+
+        Returns `{kind: (objects, count)}`: each kind's objects comma-separated (a JSON array
+        without its brackets), in order. The kind is "created" when `previous` is None, else
+        `kinds[status]` ("updated" for a status not in it). Each object is `{"task_id", "type",
+        "tenant", "attempt", "at"}`, plus `"error": "<type>: <message>"` for a "retrying" or
+        "failed" transition of a task that has an error.
+
+        Raises:
+            TypeError: as `encode`, or an event that is not a tuple.
+            ValueError: an event tuple shorter than four items.
+        """
+
     def messages(self, prefix: str, tasks: Iterable[Any]) -> list[tuple[str, bytes]]:
         """`(prefix + task.id, encode(task))` for each task: the KV messages of a group of records.
 

@@ -96,3 +96,40 @@ def test_a_fallback_that_does_not_return_bytes_is_a_type_error() -> None:
     encoder = RecordEncoder(Task, lambda value: "not bytes")  # type: ignore[arg-type,return-value]
     with pytest.raises(TypeError):
         encoder.encode(_task(result=object()))
+
+
+def test_events_are_the_json_the_python_sink_writes() -> None:
+    from hulk.messaging.engine_adapters import _KIND_BY_STATUS, _encode_events
+
+    a = _task(attempt=1)
+    b = _task(attempt=2, status=TaskStatus.DEAD, error=TaskError("ValueError", "boom", "tb"))
+    b.id = "b-2"
+    c = _task(attempt=1, status=TaskStatus.RETRYING)  # retrying without an error: no "error" key
+    events = [
+        (a, None, TaskStatus.QUEUED, 1796471848.25),
+        (a, TaskStatus.QUEUED, TaskStatus.RUNNING, 1.5),
+        (b, TaskStatus.RUNNING, TaskStatus.DEAD, 2.0),
+        (a, TaskStatus.RUNNING, TaskStatus.SUCCEEDED, 1e300),
+        (c, TaskStatus.RUNNING, TaskStatus.RETRYING, 3.0),
+        (a, TaskStatus.RUNNING, "sideways", 4.0),  # a status with no kind: "updated"
+    ]
+    native = ENCODER.events(events, _KIND_BY_STATUS)
+    assert native == _encode_events(events)
+    assert set(native) == {"created", "started", "failed", "completed", "retrying", "updated"}
+    failed, count = native["failed"]
+    assert count == 1
+    assert orjson.loads(b"[" + failed + b"]") == [
+        {
+            "task_id": "b-2",
+            "type": "email.send",
+            "tenant": "default",
+            "attempt": 2,
+            "at": 2.0,
+            "error": "ValueError: boom",
+        }
+    ]
+    assert ENCODER.events([], _KIND_BY_STATUS) == {}
+    with pytest.raises(TypeError):
+        ENCODER.events([(object(), None, TaskStatus.QUEUED, 1.0)], _KIND_BY_STATUS)
+    with pytest.raises(ValueError, match="task, previous, status, at"):
+        ENCODER.events([(a, None)], _KIND_BY_STATUS)

@@ -50,6 +50,7 @@ not started, with their deliveries.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import multiprocessing
@@ -795,6 +796,7 @@ class WorkerPool:
         while want > 0 and sleepers:
             worker = sleepers.pop()
             fut = worker.sleeping
+            worker.sleeping = None  # off the list: `_sleep` need not look for it there
             if fut is not None and not fut.done():
                 fut.set_result(None)
             want -= 1
@@ -803,6 +805,7 @@ class WorkerPool:
         sleepers, self._sleepers = self._sleepers, []
         for worker in sleepers:
             fut = worker.sleeping
+            worker.sleeping = None
             if fut is not None and not fut.done():
                 fut.set_result(None)
 
@@ -814,9 +817,13 @@ class WorkerPool:
         try:
             await fut
         finally:
-            worker.sleeping = None
-            if worker in self._sleepers:
-                self._sleepers.remove(worker)
+            # A wake takes the worker off the list and clears `sleeping`; only a sleep ended
+            # otherwise (cancelled, or retired by the scaler) is still listed. Looking for it in
+            # the list every time cost a scan of all sleepers per task with hundreds of workers.
+            if worker.sleeping is fut:
+                worker.sleeping = None
+                with contextlib.suppress(ValueError):
+                    self._sleepers.remove(worker)
 
     async def _work(self, worker: _Worker) -> None:
         """One worker: takes tasks in batches and runs them, awaiting each handler inline."""

@@ -21,8 +21,10 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import orjson
+
 from hulk.messaging.intake import NatsDelivery
-from hulk.messaging.kvstore import TERMINAL_STATUSES, NatsStatusStore
+from hulk.messaging.kvstore import RECORD_ENCODER, TERMINAL_STATUSES, NatsStatusStore
 from hulk.messaging.publisher import EventPublisher
 
 __all__ = ["EngineDelivery", "NatsEventSink", "NatsTaskStore", "event_kind_of"]
@@ -61,6 +63,27 @@ def event_kind_of(previous: object, status: object) -> str:
     # table answers them without the (slow) enum `.value` property.
     kind = _KIND_BY_STATUS.get(status)  # type: ignore[call-overload]
     return kind if kind is not None else _KIND_BY_STATUS.get(str(getattr(status, "value", status)), "updated")
+
+
+def _encode_events(events: Sequence[tuple[Any, Any, Any, float]]) -> dict[str, tuple[bytes, int]]:
+    """`RecordEncoder.events` for tasks that are not engine tasks (same JSON, written by orjson)."""
+    by_kind: dict[str, list[bytes]] = {}
+    dumps = orjson.dumps
+    for task, previous, status, at in events:
+        kind = event_kind_of(previous, status)
+        event: dict[str, Any] = {
+            "task_id": task.id,
+            "type": task.type,
+            "tenant": task.tenant,
+            "attempt": task.attempt,
+            "at": at,
+        }
+        if kind == "retrying" or kind == "failed":
+            error = getattr(task, "error", None)
+            if error is not None:
+                event["error"] = f"{error.type}: {error.message}"
+        by_kind.setdefault(kind, []).append(dumps(event))
+    return {kind: (b",".join(objects), len(objects)) for kind, objects in by_kind.items()}
 
 
 class _Background:
@@ -102,32 +125,27 @@ class NatsEventSink:
         self._publisher = publisher
         self._bg = _Background()
         self.linger = linger
-        self._pending: dict[str, list[dict[str, Any]]] = {}
+        # Per kind: chunks of comma-separated JSON event objects, and how many events they hold.
+        self._pending: dict[str, tuple[list[bytes], int]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     def publish(self, events: Sequence[tuple[Any, Any, Any, float]]) -> None:
         """Takes one batch of transitions; publishes them in the background, in order."""
-        by_kind = self._pending
-        for task, previous, status, at in events:
-            kind = event_kind_of(previous, status)
-            event: dict[str, Any] = {
-                "task_id": task.id,
-                "type": task.type,
-                "tenant": task.tenant,
-                "attempt": task.attempt,
-                "at": at,
-            }
-            if kind == "retrying" or kind == "failed":
-                error = getattr(task, "error", None)
-                if error is not None:
-                    event["error"] = f"{error.type}: {error.message}"
-            batch = by_kind.get(kind)
-            if batch is None:
-                by_kind[kind] = [event]
-            else:
-                batch.append(event)
-        if not by_kind:
+        try:
+            # Engine tasks: each kind's event objects written natively in one pass.
+            encoded = RECORD_ENCODER.events(events, _KIND_BY_STATUS)
+        except TypeError:
+            encoded = _encode_events(events)
+        if not encoded:
             return
+        pending = self._pending
+        for kind, (objects, count) in encoded.items():
+            batch = pending.get(kind)
+            if batch is None:
+                pending[kind] = [objects], count
+            else:
+                batch[0].append(objects)
+                pending[kind] = batch[0], batch[1] + count
         if self.linger == 0:
             self._send_pending()
         elif self._timer is None:
@@ -139,9 +157,9 @@ class NatsEventSink:
             by_kind, self._pending = self._pending, {}
             self._bg.spawn(self._send(by_kind))
 
-    async def _send(self, by_kind: dict[str, list[dict[str, Any]]]) -> None:
-        for kind, batch in by_kind.items():
-            await self._publisher.emit_batch(kind, batch)
+    async def _send(self, by_kind: dict[str, tuple[list[bytes], int]]) -> None:
+        for kind, (chunks, count) in by_kind.items():
+            await self._publisher.emit_encoded(kind, b"[" + b",".join(chunks) + b"]", count)
 
     async def flush(self) -> None:
         """Sends what is lingering now and waits until every batch is published (or in the outbox)."""

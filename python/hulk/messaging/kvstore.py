@@ -27,7 +27,7 @@ from hulk.messaging.pipeline import AckPipeline
 if TYPE_CHECKING:
     from hulk.messaging.publisher import EventPublisher
 
-__all__ = ["TERMINAL_STATUSES", "WRONG_LAST_SEQUENCE", "NatsStatusStore", "is_valid_key"]
+__all__ = ["RECORD_ENCODER", "TERMINAL_STATUSES", "WRONG_LAST_SEQUENCE", "NatsStatusStore", "is_valid_key"]
 
 WRONG_LAST_SEQUENCE = 10071
 """JetStream's err_code for a create whose key already has a record."""
@@ -48,7 +48,8 @@ def is_valid_key(key: str) -> bool:
 
 # Task records as JSON, written natively from the task's slots (the same bytes as
 # `orjson.dumps(task.to_dict())`; see rust/src/records.rs); orjson writes what it does not.
-_RECORDS = RecordEncoder(Task, orjson.dumps)
+RECORD_ENCODER = RecordEncoder(Task, orjson.dumps)
+"""Writes engine tasks' records (and their events, for the event sink) as JSON."""
 
 
 def _check_key(task_id: str) -> str:
@@ -170,7 +171,7 @@ class NatsStatusStore:
             ValueError: a task id is not a valid key.
         """
         try:
-            messages = _RECORDS.messages(self._prefix, tasks)
+            messages = RECORD_ENCODER.messages(self._prefix, tasks)
         except TypeError:
             # Not engine tasks (or a value JSON cannot hold, which raises again just below).
             dumps, prefix = orjson.dumps, self._prefix

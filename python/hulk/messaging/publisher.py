@@ -219,10 +219,13 @@ class EventPublisher:
         which is how the hot path reports completions (once per event-loop turn). `Nats-Msg-Id` is
         unique per batch, so a replayed batch is dropped as a duplicate.
         """
-        if not events:
-            return
-        hdrs = {HDR_MSG_ID: f"batch:{uuid.uuid4().hex}", HDR_BATCH: str(len(events))}
-        await self.publish(event_subject(kind), orjson.dumps(events), hdrs)
+        if events:
+            await self.emit_encoded(kind, orjson.dumps(events), len(events))
+
+    async def emit_encoded(self, kind: str, array: bytes, count: int) -> None:
+        """`emit_batch` of events already written as a JSON array (`array`) of `count` objects."""
+        hdrs = {HDR_MSG_ID: f"batch:{uuid.uuid4().hex}", HDR_BATCH: str(count)}
+        await self.publish(event_subject(kind), array, hdrs)
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
         """Publishes one message durably: to JetStream when possible, else to the outbox.
