@@ -132,4 +132,4 @@ def test_events_are_the_json_the_python_sink_writes() -> None:
     with pytest.raises(TypeError):
         ENCODER.events([(object(), None, TaskStatus.QUEUED, 1.0)], _KIND_BY_STATUS)
     with pytest.raises(ValueError, match="task, previous, status, at"):
-        ENCODER.events([(a, None)], _KIND_BY_STATUS)
+        ENCODER.events([(a, None)], _KIND_BY_STATUS)  # type: ignore[list-item]
