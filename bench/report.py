@@ -138,7 +138,8 @@ def _peers_section(g: dict[str, Any]) -> list[str]:
     out = ["## Durable end-to-end against peers", ""]
     out.append(
         "Each run: a fresh server on free ports, one worker process, one producer process submitting N no-op "
-        "tasks while the worker runs them; tasks/s = N / (last execution − first submission). "
+        "tasks while the worker runs them; tasks/s = N / (end − first submission), where the end is the last "
+        "execution or, on NATS, the moment no message is left unacknowledged, whichever is later. "
         f"Median of {g.get('repeats', '?')} runs (min–max), peers run round-robin. Measured {g.get('measured', '?')}."
     )
     out.append("")
@@ -156,11 +157,21 @@ def _peers_section(g: dict[str, Any]) -> list[str]:
                 ratio,
                 _n(p["submit_per_s"]["median"]),
                 _n(p["worker_cpu_ms_per_1k"]),
+                _n(p["server_cpu_ms_per_1k"]) if "server_cpu_ms_per_1k" in p else "—",
                 _n(p["tasks"]),
             ]
         )
     out += _table(
-        ["runtime", "tasks/s median (min–max)", "hulk ÷ peer", "submit/s", "worker CPU ms / 1k tasks", "N"], rows
+        [
+            "runtime",
+            "tasks/s median (min–max)",
+            "hulk ÷ peer",
+            "submit/s",
+            "worker CPU ms / 1k tasks",
+            "server CPU ms / 1k tasks",
+            "N",
+        ],
+        rows,
     )
     out.append("")
     for name, err in g.get("errors", {}).items():

@@ -263,6 +263,7 @@ def group_peers(ctx: Context) -> dict[str, Any]:
             "tasks_per_s": _spread([x["tasks_per_s"] for x in results]),
             "submit_per_s": _spread([x["submit_per_s"] for x in results]),
             "worker_cpu_ms_per_1k": statistics.median(x["worker_cpu_s"] * 1e6 / x["tasks"] for x in results),
+            "server_cpu_ms_per_1k": statistics.median(x.get("server_cpu_s", 0) * 1e6 / x["tasks"] for x in results),
             "tasks": first["tasks"],
             "command": commands[name],
             "config": first["config"],

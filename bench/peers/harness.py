@@ -8,11 +8,15 @@ Every peer is measured the same way:
 3. it starts the producer process, which submits N tasks through the peer's client API as fast as
    that API allows (asyncio clients keep `window` submissions in flight, synchronous clients send
    from one thread), and records the monotonic time of its first submission;
-4. the worker's no-op task counts executions; the N-th writes the monotonic time to a done file.
+4. the worker's no-op task counts executions; the N-th writes the monotonic time to a done file;
+5. on NATS, the run ends only when no consumer of any stream has an unacknowledged message left
+   (checked every 5 ms from then on): a worker that acks after its own bookkeeping, as hulk does
+   after storing each task's terminal record, is timed to the end of that work.
 
-tasks/s = N / (time of the N-th execution − time of the first submission): producer and worker run
-at the same time, so this is the end-to-end throughput of the pair, not a drain of a pre-filled
-queue. CLOCK_MONOTONIC is system-wide on Linux, so the two processes' clocks agree.
+tasks/s = N / (end of the run − time of the first submission): producer and worker run at the same
+time, so this is the end-to-end throughput of the pair, not a drain of a pre-filled queue.
+CLOCK_MONOTONIC is system-wide on Linux, so the processes' clocks agree. Each result also carries
+the CPU seconds the worker (with its children), the server and the producer spent in the run.
 
 Environment handed to the worker and producer: HULK_PEER_URL (server URL), HULK_PEER_TASKS,
 HULK_PEER_WINDOW, HULK_PEER_READY and HULK_PEER_DONE (file paths).

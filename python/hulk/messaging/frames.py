@@ -4,7 +4,9 @@ nats-py publishes message by message: every `publish` validates its subjects, fo
 counts statistics, appends to the outgoing buffer and may create a flush future, which is about
 3 µs of the event loop per message. The worker's hot path sends two messages per task (a status
 record and an acknowledgement), so that was the largest per-task cost left in it. Here the frames
-of many messages are formatted together and appended as one buffer entry, with one flush request.
+of many messages are formatted together and appended as one buffer entry, with one flush request;
+`frames_of` has the native core format a group (`hulk._native.pub_frames`) and keeps the Python
+`frame` for groups with a part only nats-py's rules can settle.
 
 This relies on internals of nats-py's `Client` that every 2.x release has: `_send_command`
 (append to the outgoing buffer), `_flush_pending` (wake the flusher), and the buffer's size and
