@@ -67,7 +67,12 @@ def test_usage_errors_exit_2(live: LiveApi) -> None:
     assert "without '/'" in result.stderr
 
 
-def test_completion_is_offered() -> None:
+def test_completion_is_offered(monkeypatch: pytest.MonkeyPatch) -> None:
+    import typer.completion
+
+    # `--show-completion` prints the script of the shell typer detects among the test's parent
+    # processes; a suite started without a shell above it (a detached job) has none to detect.
+    monkeypatch.setattr(typer.completion, "_get_shell_name", lambda: "bash")
     result = runner.invoke(app, ["--help"])
     assert "--install-completion" in result.stdout
     script = runner.invoke(app, ["--show-completion", "bash"], prog_name="thor")
