@@ -361,6 +361,12 @@ class WorkerPool:
         self._q = BoundedQueue(config.queue_size)
         self._capacity = config.queue_size
         self._batch = config.batch_size
+        # Tasks taken from the queue per event-loop turn, at most: with hundreds of workers ready,
+        # each taking a batch, one turn could run every queued task before the loop reads a
+        # socket again, and the acknowledgements and fetches that keep the pipeline full wait.
+        self._turn_budget = 4 * config.batch_size
+        self._turn_taken = 0
+        self._turn_armed = False
         self._local: deque[Task] = deque()
         # Live tasks by id, filed lazily: the native ledgers only append new tasks to `_fresh`
         # (a dictionary write per task, hashing a fresh id, costs more than the rest of
@@ -374,7 +380,7 @@ class WorkerPool:
         self._flush_armed = False
         self._wake_armed = False
         self._sleepers: list[_Worker] = []
-        self._room_waiters: list[asyncio.Future[None]] = []
+        self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._parked_count = 0
         self._workers: list[_Worker] = []
         self._worker_numbers = 0
@@ -710,14 +716,24 @@ class WorkerPool:
         try:
             await fut
         finally:
-            if fut in self._room_waiters:
-                self._room_waiters.remove(fut)
+            # A waiter cancelled before its turn stays listed, done: its turn is skipped.
+            if not fut.done():
+                fut.cancel()
 
-    def _wake_room(self) -> None:
-        waiters, self._room_waiters = self._room_waiters, []
-        for fut in waiters:
+    def _wake_room(self, everyone: bool = False) -> None:
+        """Wakes the producers waiting for room, first come first served, as many as there is room.
+
+        Waking them all each time a worker takes a batch made every waiter retry, and all but a
+        few meet a full queue again. Each pop that makes room wakes more, and an emptied queue
+        wakes as many as it holds, so every waiter gets its turn while tasks are being taken.
+        """
+        waiters = self._room_waiters
+        room = self._capacity - len(self._q) - self._parked_count
+        while waiters and (everyone or room > 0):
+            fut = waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
+                room -= 1
 
     def free_slots(self) -> int:
         """Attempts that could start now without waiting: idle workers minus tasks already queued."""
@@ -790,8 +806,15 @@ class WorkerPool:
             self._loop.call_soon(self._wake)
 
     def _wake(self) -> None:
+        """Wakes sleeping workers for the queued tasks: one per batch a worker takes at once.
+
+        A worker that takes a batch and leaves tasks behind wakes one more (see `_work_loop`),
+        so a burst of slow handlers still spreads over the workers, one more each loop turn,
+        while a burst of quick ones no longer wakes a worker per task only to find the queue
+        emptied by the first.
+        """
         self._wake_armed = False
-        want = len(self._q) + len(self._local)
+        want = -(-(len(self._q) + len(self._local)) // self._batch)
         sleepers = self._sleepers
         while want > 0 and sleepers:
             worker = sleepers.pop()
@@ -800,6 +823,10 @@ class WorkerPool:
             if fut is not None and not fut.done():
                 fut.set_result(None)
             want -= 1
+
+    def _new_turn(self) -> None:
+        self._turn_armed = False
+        self._turn_taken = 0
 
     def _wake_all(self) -> None:
         sleepers, self._sleepers = self._sleepers, []
@@ -873,11 +900,27 @@ class WorkerPool:
                     now = now_fn()
                     offset = self._wall
                     continue
+                if self._turn_taken >= self._turn_budget:
+                    # This turn's budget is spent: the next turn (after the loop polls its
+                    # sockets) starts a new one.
+                    await asyncio.sleep(0)
+                    if worker.retire:
+                        return
+                    now = now_fn()
+                    offset = self._wall
+                    continue
                 try:
                     items = q.pop_many(batch)
                 except QueueClosed:
                     items = []
-                if not items:
+                if items:
+                    self._turn_taken += len(items)
+                    if not self._turn_armed:
+                        self._turn_armed = True
+                        self._loop.call_soon(self._new_turn)  # type: ignore[union-attr]
+                    if len(items) > 1 and self._sleepers and not self._wake_armed:
+                        self._arm_wake()  # tasks are left for others: wake one more
+                else:
                     if worker.retire or self._closing:
                         return
                     if not self._flush_armed and pending:
@@ -1368,7 +1411,7 @@ class WorkerPool:
             if task.status is QUEUED and live.pop(task.id, None) is not None:
                 not_started.append((task, task._delivery))
         self._wake_all()
-        self._wake_room()
+        self._wake_room(everyone=True)
         running = [w.aio for w in self._workers if w.aio is not None]
         finished_in_time = True
         if running:
