@@ -48,6 +48,7 @@ from hulk.observability.logging import get_logger
 
 __all__ = [
     "GuardedExporter",
+    "OutageAwareSpanProcessor",
     "PreSampledRatio",
     "Tracing",
     "extract",
@@ -250,6 +251,15 @@ class GuardedExporter(SpanExporter):
                 )
             return result
 
+    def cooling_down(self) -> bool:
+        """True while batches are dropped after a failure (the backend is not tried until then)."""
+        return self._clock() < self._resume_at
+
+    def count_dropped(self, spans: int) -> None:
+        """Counts spans dropped before they reached the exporter (see `OutageAwareSpanProcessor`)."""
+        with self._lock:
+            self._dropped += spans
+
     def shutdown(self) -> None:
         """Shuts the wrapped exporter down and stops silencing its loggers."""
         try:
@@ -261,6 +271,32 @@ class GuardedExporter(SpanExporter):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Flushes the wrapped exporter (some return None, meaning nothing to flush)."""
         return self._inner.force_flush(timeout_millis) is not False
+
+
+class OutageAwareSpanProcessor(BatchSpanProcessor):
+    """A `BatchSpanProcessor` that queues no span while its exporter cools down after a failure.
+
+    The guarded exporter drops what it is handed during a cool-down, but the batch queue still
+    filled to its bound between exports and held that many finished spans (megabytes, the memory
+    a long run without a collector grew by). Spans ending during a cool-down are counted as
+    dropped at once instead; when it is over, spans queue again and the next batch tries the
+    backend.
+
+    Args:
+        exporter: the guarded exporter.
+        **options: `BatchSpanProcessor`'s options (queue size, schedule delay, batch size, timeout).
+    """
+
+    def __init__(self, exporter: GuardedExporter, **options: Any) -> None:
+        super().__init__(exporter, **options)
+        self._guard = exporter
+
+    def on_end(self, span: ReadableSpan) -> None:
+        """Queues the finished span for export, unless the backend is in its cool-down."""
+        if self._guard.cooling_down():
+            self._guard.count_dropped(1)
+            return
+        super().on_end(span)
 
 
 class Tracing:
@@ -345,7 +381,7 @@ def setup_tracing(
         inner = exporter or OTLPSpanExporter(endpoint=tracing_settings.endpoint, timeout=export_timeout)
         guarded = GuardedExporter(inner, endpoint=tracing_settings.endpoint, cooldown=cooldown)
         provider.add_span_processor(
-            BatchSpanProcessor(
+            OutageAwareSpanProcessor(
                 guarded,
                 max_queue_size=max_queue_size,
                 schedule_delay_millis=schedule_delay * 1000,

@@ -166,6 +166,34 @@ class _Flaky(SpanExporter):
         pass
 
 
+def test_spans_ending_in_a_cooldown_are_not_queued(output: io.BytesIO) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from hulk.observability.tracing import OutageAwareSpanProcessor
+
+    now = [100.0]
+    inner = _Flaky()
+    inner.results = [SpanExportResult.FAILURE, SpanExportResult.SUCCESS]
+    guarded = GuardedExporter(inner, cooldown=30.0, clock=lambda: now[0])
+    provider = TracerProvider()
+    provider.add_span_processor(OutageAwareSpanProcessor(guarded, schedule_delay_millis=60_000))
+    tracer = provider.get_tracer("t")
+    tracer.start_span("first").end()
+    assert provider.force_flush()  # the backend fails: the cool-down starts
+    assert (inner.calls, guarded.dropped) == (1, 1)
+    for _ in range(5):
+        tracer.start_span("during the outage").end()  # dropped at once, never queued
+    assert guarded.dropped == 6
+    assert provider.force_flush()
+    assert inner.calls == 1  # nothing was queued, so nothing was handed over
+    now[0] += 30.0
+    tracer.start_span("after").end()  # the cool-down is over: queued and exported again
+    assert provider.force_flush()
+    assert inner.calls == 2
+    assert not guarded.failing
+    provider.shutdown()
+
+
 def test_guarded_exporter_waits_out_the_cooldown_then_recovers(output: io.BytesIO) -> None:
     now = [100.0]
     inner = _Flaky()
