@@ -648,6 +648,12 @@ class RecordEncoder:
             TypeError: as `encode`.
         """
 
+def is_kv_key(key: str) -> bool:
+    """True when `key` can be a JetStream KV key (and so a task id).
+
+    `[-/_=.a-zA-Z0-9]+`, not starting or ending with a dot. Attached to the GIL.
+    """
+
 def pub_frames(
     messages: Iterable[tuple[str, bytes, str, Mapping[str, str] | None]], max_payload: int
 ) -> tuple[bytes, int]:

@@ -378,8 +378,17 @@ impl PyRecordEncoder {
     }
 }
 
+/// True when `key` can be a JetStream KV key (and so a task id): `[-/_=.a-zA-Z0-9]+`, not
+/// starting or ending with a dot.
+#[pyfunction]
+#[pyo3(name = "is_kv_key")]
+fn py_is_kv_key(key: &str) -> bool {
+    is_valid_key(key)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyRecordEncoder>()
+    m.add_class::<PyRecordEncoder>()?;
+    m.add_function(wrap_pyfunction!(py_is_kv_key, m)?)
 }
 
 #[cfg(test)]

@@ -133,3 +133,16 @@ def test_events_are_the_json_the_python_sink_writes() -> None:
         ENCODER.events([(object(), None, TaskStatus.QUEUED, 1.0)], _KIND_BY_STATUS)
     with pytest.raises(ValueError, match="task, previous, status, at"):
         ENCODER.events([(a, None)], _KIND_BY_STATUS)  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a", "0193a8b2-7c1e-7d3a", "a.b", "x/y=z_", "-", "", ".", ".a", "a.", "a b", "a*", "a>", "é", "١", "a\n"],
+)
+def test_kv_keys_follow_the_bucket_rule(key: str) -> None:
+    import re
+
+    from hulk._native import is_kv_key
+
+    rule = re.compile(r"[-/_=a-zA-Z0-9](?:[-/_=.a-zA-Z0-9]*[-/_=a-zA-Z0-9])?")
+    assert is_kv_key(key) is (rule.fullmatch(key) is not None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from hulk._native import RecordEncoder
+from hulk._native import RecordEncoder, is_kv_key
 from hulk.engine.task import Task
 from hulk.messaging.connection import NatsConnection
 from hulk.messaging.pipeline import AckPipeline
@@ -35,15 +34,9 @@ WRONG_LAST_SEQUENCE = 10071
 TERMINAL_STATUSES = frozenset({"succeeded", "dead", "cancelled", "failed"})
 """Statuses after which a task changes no more (`wait` returns on them)."""
 
-_KEY_PATTERN = r"[-/_=a-zA-Z0-9](?:[-/_=.a-zA-Z0-9]*[-/_=a-zA-Z0-9])?"
-"""A KV key (and so a task id): [-/_=.a-zA-Z0-9]+, not starting or ending with a dot."""
-
-_KEY_MATCH = re.compile(_KEY_PATTERN).fullmatch
-
-
-def is_valid_key(key: str) -> bool:
-    """True when `key` can be a KV key (and so a task id); one C call, it runs for every record."""
-    return _KEY_MATCH(key) is not None
+is_valid_key = is_kv_key
+"""True when a string can be a KV key (and so a task id): [-/_=.a-zA-Z0-9]+, not starting or ending
+with a dot. Native (`hulk._native.is_kv_key`): it runs for every task read from the intake."""
 
 
 # Task records as JSON, written natively from the task's slots (the same bytes as
@@ -53,7 +46,7 @@ RECORD_ENCODER = RecordEncoder(Task, orjson.dumps)
 
 
 def _check_key(task_id: str) -> str:
-    if _KEY_MATCH(task_id) is None:
+    if not is_kv_key(task_id):
         raise ValueError(
             f"task_id must be a valid KV key ([-/_=.a-zA-Z0-9]+, no leading or trailing dot), got {task_id!r}"
         )
