@@ -888,6 +888,10 @@ class WorkerPool:
         while True:
             if local:
                 task = popleft()
+                if local and not self._wake_armed and self._sleepers:
+                    # Tasks are still waiting here: wake one more worker, so a batch of slow
+                    # handlers spreads over the workers (one more each loop turn).
+                    self._arm_wake()
             else:
                 if took:
                     # Let the loop breathe (intake, timers, flushes) once per batch taken.

@@ -707,3 +707,37 @@ async def test_the_live_index_finds_unfinished_tasks_and_stays_bounded(h: Handle
         assert held.status is TaskStatus.CANCELLED
         assert queued.status is TaskStatus.SUCCEEDED
         assert pool.get(queued.id) is None
+
+
+async def test_a_batch_of_slow_handlers_spreads_over_every_worker() -> None:
+    # Woken one per batch, workers must still all get a task of a batch whose handlers wait.
+    app = Hulk(EngineConfig(workers=8, batch_size=64))
+    release = asyncio.Event()
+    all_started = asyncio.Event()
+    started = 0
+
+    @app.task("slow")
+    async def slow(payload: Any) -> None:
+        nonlocal started
+        started += 1
+        if started == 8:
+            all_started.set()
+        await release.wait()
+
+    await app.start()
+
+    async def all_asleep() -> None:
+        # Workers that have not gone to sleep yet would each take a task without being woken.
+        while len(app.pool._sleepers) < 8:  # noqa: ASYNC110 - no event marks a worker falling asleep
+            await asyncio.sleep(0)
+
+    try:
+        await asyncio.wait_for(all_asleep(), 5)
+        tasks = [app.submit("slow", i) for i in range(8)]
+        await asyncio.wait_for(all_started.wait(), 5)  # eight at once, not one batch on one worker
+        assert app.pool.busy == 8
+        release.set()
+        for task in tasks:
+            assert (await app.wait(task.id, timeout=5)).status is TaskStatus.SUCCEEDED
+    finally:
+        await app.stop()
