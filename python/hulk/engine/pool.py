@@ -715,6 +715,11 @@ class WorkerPool:
         self._room_waiters.append(fut)
         try:
             await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # Woken, then cancelled before using the room: the next waiter gets the turn.
+                self._wake_room()
+            raise
         finally:
             # A waiter cancelled before its turn stays listed, done: its turn is skipped.
             if not fut.done():

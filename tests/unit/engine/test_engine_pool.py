@@ -741,3 +741,36 @@ async def test_a_batch_of_slow_handlers_spreads_over_every_worker() -> None:
             assert (await app.wait(task.id, timeout=5)).status is TaskStatus.SUCCEEDED
     finally:
         await app.stop()
+
+
+async def test_a_producer_cancelled_after_its_wake_passes_the_room_on() -> None:
+    # Room is handed out first come first served; a woken producer that is cancelled before it
+    # submits must not leave the next one waiting.
+    app = Hulk(EngineConfig(workers=1, queue_size=1))
+    gate = asyncio.Event()
+
+    @app.task("hold")
+    async def hold(payload: Any) -> None:
+        await gate.wait()
+
+    await app.start()
+    try:
+        app.submit("hold", 1)  # taken by the worker, which waits on the gate
+        while app.pool.depth:  # noqa: ASYNC110 - no event marks the worker taking it
+            await asyncio.sleep(0)
+        app.submit("hold", 2)  # fills the queue
+        first = asyncio.ensure_future(app.pool.wait_for_room())
+        second = asyncio.ensure_future(app.pool.wait_for_room())
+        pool = app.pool
+        while len(pool._room_waiters) < 2:  # noqa: ASYNC110 - no event marks a producer starting to wait
+            await asyncio.sleep(0)
+        assert not first.done()
+        assert not second.done()
+        pool._q.pop_many(1)  # room for one, as a worker taking it would make
+        pool._wake_room()
+        first.cancel()  # woken, but cancelled before it could use the room
+        await asyncio.wait_for(second, 5)  # the turn passed on
+        assert first.cancelled()
+    finally:
+        gate.set()
+        await app.stop()
