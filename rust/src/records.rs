@@ -126,30 +126,31 @@ fn write_plain(out: &mut Vec<u8>, value: &Bound<'_, PyAny>, depth: u32) -> bool 
         }
         out.push(b'}');
     } else if let Ok(list) = value.cast_exact::<PyList>() {
-        out.push(b'[');
-        for (n, item) in list.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            if !write_plain(out, &item, depth + 1) {
-                return false;
-            }
-        }
-        out.push(b']');
+        return write_array(out, list.iter(), depth);
     } else if let Ok(tuple) = value.cast_exact::<PyTuple>() {
-        out.push(b'[');
-        for (n, item) in tuple.iter().enumerate() {
-            if n > 0 {
-                out.push(b',');
-            }
-            if !write_plain(out, &item, depth + 1) {
-                return false;
-            }
-        }
-        out.push(b']');
+        return write_array(out, tuple.iter(), depth);
     } else {
         return false;
     }
+    true
+}
+
+/// Writes a list's or tuple's items as a JSON array (see `write_plain`).
+fn write_array<'py>(
+    out: &mut Vec<u8>,
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    depth: u32,
+) -> bool {
+    out.push(b'[');
+    for (n, item) in items.enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        if !write_plain(out, &item, depth + 1) {
+            return false;
+        }
+    }
+    out.push(b']');
     true
 }
 
@@ -323,21 +324,18 @@ impl PyRecordEncoder {
                 }
             };
             let at = event.get_borrowed_item(3)?.extract::<f64>()?;
+            // Kinds are few: a short scan of the groups, by identity (the `kinds` values and the
+            // two constants) or else by text.
+            let text = kind.to_str()?;
             let index = match groups
                 .iter()
-                .position(|(k, _, _)| k.as_ptr() == kind.as_ptr())
+                .position(|(k, _, _)| k.as_ptr() == kind.as_ptr() || k.to_str().ok() == Some(text))
             {
                 Some(index) => index,
-                None => match groups
-                    .iter()
-                    .position(|(k, _, _)| k.to_str().ok() == kind.to_str().ok())
-                {
-                    Some(index) => index,
-                    None => {
-                        groups.push((kind.clone(), Vec::with_capacity(4096), 0));
-                        groups.len() - 1
-                    }
-                },
+                None => {
+                    groups.push((kind.clone(), Vec::with_capacity(4096), 0));
+                    groups.len() - 1
+                }
             };
             let (_, out, count) = &mut groups[index];
             if *count > 0 {
@@ -355,7 +353,6 @@ impl PyRecordEncoder {
             self.write_value(out, &record.get(ledger::ATTEMPT)?)?;
             out.extend_from_slice(b",\"at\":");
             write_f64(out, at);
-            let text = kind.to_str()?;
             if text == "retrying" || text == "failed" {
                 let error = record.get(ledger::ERROR)?;
                 if !error.is_none() {

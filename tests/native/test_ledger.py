@@ -37,14 +37,18 @@ class Parts:
         self.live: dict[str, Any] = {}
         self.runtime = object()
         self.ids = IdStream(IdGenerator(seed=1))
-        self.ledger = TypeLedger(
+        self.ledger = self.make_ledger(Task, breaker)
+
+    def make_ledger(self, task_class: type, breaker: CircuitBreaker | None = None) -> TypeLedger:
+        """A ledger of `task_class` writing to these parts."""
+        return TypeLedger(
             queue=self.queue,
             submitted=self.submitted,
             started=self.started,
             succeeded=self.succeeded,
             latency=self.latency,
             duration=self.duration,
-            task_class=Task,
+            task_class=task_class,
             runtime=self.runtime,
             type_name="t",
             retries=3,
@@ -229,24 +233,7 @@ def test_the_task_class_must_have_the_fields_as_slots() -> None:
     parts = Parts()
     for cls in (Plain, Partial):
         with pytest.raises((TypeError, AttributeError)):
-            TypeLedger(
-                queue=parts.queue,
-                submitted=parts.submitted,
-                started=parts.started,
-                succeeded=parts.succeeded,
-                latency=parts.latency,
-                duration=parts.duration,
-                task_class=cls,
-                runtime=None,
-                type_name="t",
-                retries=0,
-                timeout=1.0,
-                statuses=(S.QUEUED, S.RUNNING, S.SUCCEEDED),
-                pending=[],
-                fresh=[],
-                live={},
-                ids=parts.ids,
-            )
+            parts.make_ledger(cls)
 
 
 def test_id_stream_takes_whole_blocks_in_order_and_renews_stale_ones() -> None:

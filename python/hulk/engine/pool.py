@@ -898,20 +898,13 @@ class WorkerPool:
                     # handlers spreads over the workers (one more each loop turn).
                     self._arm_wake()
             else:
-                if took:
-                    # Let the loop breathe (intake, timers, flushes) once per batch taken.
+                if took or self._turn_taken >= self._turn_budget:
+                    # Let the loop breathe (intake, timers, flushes) once per batch taken, and
+                    # whenever this turn's budget is spent (the next turn, after the loop polls
+                    # its sockets, starts a new one).
                     took = False
                     if not self._flush_armed and pending:
                         self._arm_flush()
-                    await asyncio.sleep(0)
-                    if worker.retire:
-                        return
-                    now = now_fn()
-                    offset = self._wall
-                    continue
-                if self._turn_taken >= self._turn_budget:
-                    # This turn's budget is spent: the next turn (after the loop polls its
-                    # sockets) starts a new one.
                     await asyncio.sleep(0)
                     if worker.retire:
                         return

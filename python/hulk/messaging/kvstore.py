@@ -166,9 +166,8 @@ class NatsStatusStore:
         try:
             messages = RECORD_ENCODER.messages(self._prefix, tasks)
         except TypeError:
-            # Not engine tasks (or a value JSON cannot hold, which raises again just below).
-            dumps, prefix = orjson.dumps, self._prefix
-            messages = [(prefix + _check_key(task.id), dumps(task.to_dict())) for task in tasks]
+            # Not engine tasks (or a value JSON cannot hold, which raises again there).
+            return await self.put_many_nowait([(task.id, task.to_dict()) for task in tasks])
         return await self._put_group(messages)
 
     async def _put_group(self, messages: list[tuple[str, bytes]]) -> asyncio.Future[None] | None:
