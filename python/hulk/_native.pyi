@@ -5,7 +5,8 @@ Blocking notes: every method is O(1) or O(log n) and stays attached to the GIL, 
 Every time-dependent method takes an optional `now` (monotonic seconds, see `monotonic()`).
 """
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from typing import Any, Final, Literal, Self, TypedDict, TypeVar, final
 
 __version__: Final[str]
@@ -585,6 +586,59 @@ class TypeLedger:
             TypeError: `task` is not an instance of `task_class`.
             ValueError: `now` or `now + offset` is not finite.
         """
+
+@final
+class TaskRunner:
+    """Runs a worker pool's plain attempts natively, a batch of queued tasks per call.
+
+    A plain attempt is one of a task with no trace context, whose type (`task._rt`) has a
+    `direct` handler (an `async def` awaited with the payload) and no concurrency `limit`, and
+    whose breaker (if any) is closed. `run` begins it through its type's `TypeLedger`, sets
+    `current` to the task, calls the handler, sends its coroutine None once and, when that
+    returns a value that is JSON (a None/str/int/float/bool, or whatever `check_result` accepts),
+    succeeds it and calls `settle(task)` if it has a delivery. Attached to the GIL throughout.
+
+    Args:
+        task_class: the task record class (as for `TypeLedger`).
+        current: the `ContextVar` set to each task before its handler is called (never reset).
+        clock: monotonic seconds for the start and end times (None: the native monotonic clock).
+        check_result: called with a result that is not a scalar; raises if it is not JSON.
+        settle: called with a succeeded task that has a delivery.
+        resumed: `resumed(coroutine, yielded)` makes the awaitable for the rest of a coroutine
+            that suspended at its first step, having yielded `yielded`.
+        raised: `raised(error)` makes an awaitable that raises `error`.
+
+    Raises:
+        TypeError: `task_class` lacks one of the task fields as a writable object slot.
+    """
+
+    def __new__(
+        cls,
+        *,
+        task_class: type,
+        current: ContextVar[Any],
+        clock: Callable[[], float] | None,
+        check_result: Callable[[Any], object],
+        settle: Callable[[Any], object],
+        resumed: Callable[[Any, Any], Awaitable[Any]],
+        raised: Callable[[BaseException], Awaitable[Any]],
+    ) -> Self: ...
+    def run(self, items: list[Any], offset: float) -> int:
+        """Runs the plain attempts at the front of `items`; `offset` turns monotonic into Unix time.
+
+        Returns:
+            How many tasks it is done with (each succeeded, or was no longer queued). When fewer
+            than all, the task at that index is either not begun (`take()` is None) or begun with
+            its handler called (`take()` is the rest of the attempt: its coroutine suspended, it
+            raised, or its result failed `check_result`).
+
+        Raises:
+            TypeError: a task's `_rt` has no `TypeLedger` as `ledger`.
+            ValueError: a time is not finite.
+        """
+
+    def take(self) -> Awaitable[Any] | None:
+        """The rest of the attempt the last `run` stopped at, once; None when it was not begun."""
 
 def tasks_entering(events: Iterable[tuple[_T, object, object, object]], statuses: tuple[object, ...]) -> list[_T]:
     """The tasks of the `(task, previous, status, at)` events whose status is one of `statuses`, in order.

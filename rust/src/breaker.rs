@@ -595,6 +595,14 @@ impl Breaker {
         }
     }
 
+    /// Whether it is closed now, without moving it: the one state in which `allow` always
+    /// allows and changes nothing (no clock is read; an OPEN breaker due to half-open is not
+    /// closed either).
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
     /// The state after any due OPEN -> HALF_OPEN move.
     pub fn state(&mut self, now: Option<f64>) -> State {
         self.tick(&mut LazyNow(now));

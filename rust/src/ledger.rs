@@ -24,8 +24,23 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyFloat, PyList, PyTuple, PyType};
 
+/// What `begin` decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The attempt may run: its start is counted and its wait observed.
+    Started,
+    /// The breaker refused it (and counted the refusal); nothing else changed.
+    Refused,
+    /// Nothing was asked or changed: the caller wanted a closed breaker and this one is not.
+    NotClosed,
+}
+
 /// Starts an attempt: asks the breaker (if any); when allowed, counts the start and records how
-/// long the task waited. Returns whether the attempt may run.
+/// long the task waited.
+///
+/// With `closed_only`, a breaker that is not closed is not asked at all (`NotClosed`): the native
+/// runner leaves such a task to the Python path, which asks it and handles a refusal. A closed
+/// breaker always allows, and asking it changes nothing, so either way it is asked once.
 #[inline]
 pub fn begin(
     breaker: Option<&Mutex<Breaker>>,
@@ -33,16 +48,21 @@ pub fn begin(
     latency: &AtomicHistogram,
     now: f64,
     waited: f64,
-) -> bool {
+    closed_only: bool,
+) -> Admission {
     if let Some(breaker) = breaker {
-        if !breaker.lock().allow(Some(now)) {
-            return false;
+        let mut breaker = breaker.lock();
+        if closed_only && !breaker.is_closed() {
+            return Admission::NotClosed;
+        }
+        if !breaker.allow(Some(now)) {
+            return Admission::Refused;
         }
     }
     started.add(1);
     // A wall clock stepped back between submit and start: the wait was at least nothing.
     latency.observe(waited.max(0.0));
-    true
+    Admission::Started
 }
 
 /// Ends an attempt that succeeded after `duration` seconds: the breaker's evidence (unless the
@@ -107,7 +127,7 @@ pub(crate) const FIELDS: [&str; 22] = [
     "type",
 ];
 const DELIVERY: usize = 0;
-const RT: usize = 1;
+pub(crate) const RT: usize = 1;
 const SCHED: usize = 2;
 pub(crate) const ATTEMPT: usize = 3;
 pub(crate) const CACHED: usize = 4;
@@ -377,10 +397,11 @@ impl PyIdStream {
 // --- the ledger --------------------------------------------------------------------------------
 
 /// What `begin` returns.
-const STARTED: i8 = 1;
+pub(crate) const STARTED: i8 = 1;
 const STARTED_TRACED: i8 = 2;
 const REFUSED: i8 = 0;
-const NOT_QUEUED: i8 = -1;
+pub(crate) const NOT_QUEUED: i8 = -1;
+pub(crate) const NOT_CLOSED: i8 = -2;
 
 /// One task type's hot-path bookkeeping: the task record, queue, events, counters, histograms
 /// and breaker, fused.
@@ -628,6 +649,33 @@ impl PyTypeLedger {
     /// refused: nothing changed but its refusal count) or -1 (the task is no longer queued:
     /// nothing changed).
     fn begin(&self, task: &Bound<'_, PyAny>, now: f64, offset: f64) -> PyResult<i8> {
+        self.start(task, now, offset, false)
+    }
+
+    /// Ends `task`'s running attempt as a success with `result`, at monotonic `now`.
+    ///
+    /// Returns True when the task has a delivery to settle.
+    fn succeed(
+        &self,
+        task: &Bound<'_, PyAny>,
+        result: &Bound<'_, PyAny>,
+        now: f64,
+        offset: f64,
+    ) -> PyResult<bool> {
+        self.finish(task, result, now, offset)
+    }
+}
+
+impl PyTypeLedger {
+    /// `begin`'s work. With `closed_only` (the native runner), a task whose breaker is not
+    /// closed is left as it was and `NOT_CLOSED` returned.
+    pub(crate) fn start(
+        &self,
+        task: &Bound<'_, PyAny>,
+        now: f64,
+        offset: f64,
+        closed_only: bool,
+    ) -> PyResult<i8> {
         let py = task.py();
         let now = check_time("begin(now)", now)?;
         let started = check_time("begin(offset)", now + offset)?;
@@ -637,14 +685,17 @@ impl PyTypeLedger {
         }
         let waited = started - record.get_f64(QUEUED_AT)?;
         let attempt = record.get(ATTEMPT)?.extract::<i64>()?;
-        if !begin(
+        match begin(
             self.breaker(),
             &self.started.get().inner,
             &self.latency.get().inner,
             now,
             if waited.is_nan() { 0.0 } else { waited },
+            closed_only,
         ) {
-            return Ok(REFUSED);
+            Admission::Started => {}
+            Admission::Refused => return Ok(REFUSED),
+            Admission::NotClosed => return Ok(NOT_CLOSED),
         }
         let at = PyFloat::new(py, started).into_any();
         record.set(STATUS, self.running.bind(py));
@@ -667,10 +718,8 @@ impl PyTypeLedger {
         })
     }
 
-    /// Ends `task`'s running attempt as a success with `result`, at monotonic `now`.
-    ///
-    /// Returns True when the task has a delivery to settle.
-    fn succeed(
+    /// `succeed`'s work.
+    pub(crate) fn finish(
         &self,
         task: &Bound<'_, PyAny>,
         result: &Bound<'_, PyAny>,
@@ -758,8 +807,14 @@ mod tests {
     #[test]
     fn begin_counts_and_observes_when_allowed() {
         let (started, latency) = (AtomicCounter::default(), histogram());
-        assert!(begin(None, &started, &latency, 0.0, 0.5));
-        assert!(begin(None, &started, &latency, 0.0, -1.0));
+        assert_eq!(
+            begin(None, &started, &latency, 0.0, 0.5, false),
+            Admission::Started
+        );
+        assert_eq!(
+            begin(None, &started, &latency, 0.0, -1.0, true),
+            Admission::Started
+        );
         assert_eq!(started.get(), 2);
         let (_, counts, sum, count) = latency.snapshot();
         assert_eq!(counts, vec![1, 2, 2]);
@@ -772,12 +827,44 @@ mod tests {
         let b = breaker();
         b.lock().force_open(Some(0.0));
         let (started, latency) = (AtomicCounter::default(), histogram());
-        assert!(!begin(Some(&b), &started, &latency, 1.0, 0.0));
+        assert_eq!(
+            begin(Some(&b), &started, &latency, 1.0, 0.0, false),
+            Admission::Refused
+        );
         assert_eq!(started.get(), 0);
         assert_eq!(latency.snapshot().3, 0);
         // After the wait it half-opens and lets a probe through.
-        assert!(begin(Some(&b), &started, &latency, 11.0, 0.0));
+        assert_eq!(
+            begin(Some(&b), &started, &latency, 11.0, 0.0, false),
+            Admission::Started
+        );
         assert_eq!(started.get(), 1);
+    }
+
+    #[test]
+    fn closed_only_leaves_a_breaker_that_is_not_closed_untouched() {
+        let b = breaker();
+        let (started, latency) = (AtomicCounter::default(), histogram());
+        assert_eq!(
+            begin(Some(&b), &started, &latency, 0.0, 0.0, true),
+            Admission::Started
+        );
+        b.lock().force_open(Some(0.0));
+        assert_eq!(
+            begin(Some(&b), &started, &latency, 1.0, 0.0, true),
+            Admission::NotClosed
+        );
+        // Neither a refusal nor a start was counted, and a due half-open was not taken.
+        assert_eq!(b.lock().metrics(Some(1.0)).rejected, 0);
+        assert_eq!(
+            begin(Some(&b), &started, &latency, 11.0, 0.0, true),
+            Admission::NotClosed
+        );
+        assert_eq!(started.get(), 1);
+        assert_eq!(
+            begin(Some(&b), &started, &latency, 11.0, 0.0, false),
+            Admission::Started
+        );
     }
 
     #[test]

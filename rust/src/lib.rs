@@ -19,6 +19,7 @@ pub mod frames;
 pub mod ledger;
 pub mod queue;
 pub mod records;
+pub mod runner;
 
 /// The native module. Users import it as `hulk.native`.
 #[pymodule]
@@ -43,5 +44,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     events::register(m)?;
     records::register(m)?;
     frames::register(m)?;
+    runner::register(m)?;
     Ok(())
 }

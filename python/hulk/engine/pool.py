@@ -23,6 +23,11 @@ How a task runs, and why it is cheap:
   start count, wait histogram) and `succeed` (result, end time, status, event, breaker evidence,
   success count, duration histogram). Python is left to check arguments, call the handler and
   handle the rare paths (failures, retries, refusals, cancels), which stay in this module.
+- Plain attempts run natively, a batch per call: `hulk._native.TaskRunner` begins each task,
+  sets the current task, calls an `async def` handler and drives its coroutine one step, then
+  succeeds it, for the tasks at the front of a batch taken from the queue. The first one that
+  needs more (a suspended coroutine, an error, a limit, a trace, a breaker that is not closed)
+  comes back to the Python loop, which awaits the rest of it like any other attempt.
 - Live tasks are filed by id lazily: accepting a task only appends it to a list, and `_index()`
   files the unfinished ones when someone looks a task up (or the list grows past a bound).
 
@@ -32,8 +37,8 @@ layer, not used to reorder here); a handler that never awaits holds the loop for
 (the watchdog cannot interrupt it: declare CPU-bound work `executor="process"` or make it sync).
 
 Task context and cacheable types: each worker sets `hulk.context`'s cache variable once and the
-current task around each attempt (one ContextVar set/reset; a sync handler's thread gets a copy of
-that context). With a cache (`CacheLike`, e.g. `hulk.cache.Cache`), an attempt of a type declared
+current task before each attempt (one ContextVar set, never reset; a sync handler's thread gets a
+copy of that context). With a cache (`CacheLike`, e.g. `hulk.cache.Cache`), an attempt of a type declared
 `cache_ttl` first reads `result_key(type, canonical_payload(payload))` in the tenant's namespace: a
 hit succeeds without calling the handler (`task.cached`, the type's `cache_hits` counter; a breaker
 probe it took is released, not counted as a success); a miss runs the handler and stores a result
@@ -55,8 +60,9 @@ import contextvars
 import functools
 import multiprocessing
 import time
+import types
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from concurrent.futures import Executor as _Executor
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,7 +75,16 @@ from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from hulk._native import BackoffScheduler, BoundedQueue, CircuitBreaker, Histogram, IdStream, TypeLedger, tasks_not_in
+from hulk._native import (
+    BackoffScheduler,
+    BoundedQueue,
+    CircuitBreaker,
+    Histogram,
+    IdStream,
+    TaskRunner,
+    TypeLedger,
+    tasks_not_in,
+)
 from hulk.context import current_task_var, runtime_cache_var
 from hulk.engine.clock import Clock, SystemClock
 from hulk.engine.config import BackoffPolicy, BreakerPolicy, EngineConfig
@@ -308,6 +323,49 @@ def _check_result(result: Any) -> None:
         raise PayloadError(f"handler result is not JSON-serialisable: {exc}") from None
 
 
+def _settle(task: Task) -> None:
+    """Tells a finished task's delivery (the intake message it came from) that it is terminal."""
+    delivery = task._delivery
+    try:
+        delivery.on_terminal(task)
+    except Exception:
+        _log.exception("delivery_on_terminal_failed", task_id=task.id)
+
+
+@types.coroutine
+def _resumed(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """The rest of a handler's coroutine that the native runner started and that suspended.
+
+    `yielded` is what its first step gave up (the future it waits for): handed to the worker's
+    asyncio task as if the worker had awaited the coroutine itself, then `yield from` relays the
+    rest. What the task throws in meanwhile (a timeout's or a cancel's CancelledError) goes to
+    the coroutine, as `await` would.
+    """
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # thrown into the handler, as `await` does
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        if sent is None:  # what asyncio always sends: from here on, plain delegation
+            return (yield from coro)
+        try:
+            yielded = coro.send(sent)
+        except StopIteration as stop:
+            return stop.value
+
+
+async def _raised(error: BaseException) -> Any:
+    """Raises `error`, a handler's own, where the worker awaits the attempt (native runner)."""
+    raise error
+
+
 class WorkerPool:
     """Runs submitted tasks on worker coroutines; a `Component` named "pool".
 
@@ -354,6 +412,15 @@ class WorkerPool:
         # The one source of ids, for the native ledgers and the Python paths alike.
         self._id_stream = IdStream(self._ids)
         self._next_id = self._id_stream.next_id
+        self._runner = TaskRunner(
+            task_class=Task,
+            current=current_task_var,
+            clock=self._now if self._clocked else None,
+            check_result=_check_result,
+            settle=_settle,
+            resumed=_resumed,
+            raised=_raised,
+        )
         self._max_payload = config.max_payload_bytes
         self._idempotent: OrderedDict[tuple[str, str], Task] = OrderedDict()
         self.on_dead: list[Callable[[Task], object]] = list(on_dead)
@@ -874,13 +941,18 @@ class WorkerPool:
                 self._workers.remove(worker)
 
     async def _work_loop(self, worker: _Worker) -> None:
-        # The hot path. Everything touched per task is a local or one attribute away; one clock
-        # read per task; the record, its events (tuples appended to the buffer), the breaker and
-        # the metrics are kept by two native calls (`begin`, `succeed`); no lock, timer or log
-        # line. The watchdog finds the deadline from `worker.task`.
+        # The hot path. A batch taken from the queue goes to the native runner first, which runs
+        # the plain attempts at its front start to finish (see `TaskRunner`); the rest of the
+        # batch goes to `local`, where any worker takes tasks one by one. On this Python path,
+        # everything touched per task is a local or one attribute away; one clock read per task;
+        # the record, its events (tuples appended to the buffer), the breaker and the metrics are
+        # kept by two native calls (`begin`, `succeed`); no lock, timer or log line. The watchdog
+        # finds the deadline from `worker.task`.
         q = self._q
         local = self._local
         popleft = local.popleft
+        run = self._runner.run
+        take = self._runner.take
         pending = self._pending
         now_fn = self._now
         batch = self._batch
@@ -893,6 +965,7 @@ class WorkerPool:
         while True:
             if local:
                 task = popleft()
+                call = None
                 if local and not self._wake_armed and self._sleepers:
                     # Tasks are still waiting here: wake one more worker, so a batch of slow
                     # handlers spreads over the workers (one more each loop turn).
@@ -920,8 +993,6 @@ class WorkerPool:
                     if not self._turn_armed:
                         self._turn_armed = True
                         self._loop.call_soon(self._new_turn)  # type: ignore[union-attr]
-                    if len(items) > 1 and self._sleepers and not self._wake_armed:
-                        self._arm_wake()  # tasks are left for others: wake one more
                 else:
                     if worker.retire or self._closing:
                         return
@@ -934,37 +1005,51 @@ class WorkerPool:
                 if self._room_waiters:
                     self._wake_room()
                 took = True
-                task = items[0]
-                if len(items) > 1:
-                    local.extend(items[1:])
-            rt: _TypeRuntime = task._rt
-            if rt.limit:
-                if task.status is not queued_status:
-                    continue  # cancelled while queued: already recorded
-                if rt.active >= rt.limit:
-                    rt.parked.append(task)
-                    self._parked_count += 1
+                ran = run(items, offset)
+                now = now_fn()
+                count = len(items)
+                if ran == count:
                     continue
-                rt.active += 1
+                # The runner stopped at this task: not begun (None), or begun with its handler
+                # called (the rest of the attempt, to await below).
+                task = items[ran]
+                call = take()
+                if ran + 1 < count:
+                    local.extend(items[ran + 1 :])
+                    if self._sleepers and not self._wake_armed:
+                        self._arm_wake()  # tasks are left for others: wake one more
+            rt: _TypeRuntime = task._rt
             ledger = rt.ledger
-            # Status check, breaker, record (running, attempt, start time), event, start count
-            # and submit-to-start histogram in one native call.
-            started = ledger.begin(task, now, offset)
-            if started <= 0:
+            if call is None:
                 if rt.limit:
-                    self._release_slot(rt)
-                if started == 0:
-                    set_task(None)  # no attempt: hooks and deliveries must not see the previous one
-                    self._refused(task, rt, rt.breaker, now)  # type: ignore[arg-type]
-                continue  # -1: cancelled while queued, already recorded
+                    if task.status is not queued_status:
+                        continue  # cancelled while queued: already recorded
+                    if rt.active >= rt.limit:
+                        rt.parked.append(task)
+                        self._parked_count += 1
+                        continue
+                    rt.active += 1
+                # Status check, breaker, record (running, attempt, start time), event, start
+                # count and submit-to-start histogram in one native call.
+                started = ledger.begin(task, now, offset)
+                if started <= 0:
+                    if rt.limit:
+                        self._release_slot(rt)
+                    if started == 0:
+                        set_task(None)  # no attempt: hooks and deliveries must not see the previous one
+                        self._refused(task, rt, rt.breaker, now)  # type: ignore[arg-type]
+                    continue  # -1: cancelled while queued, already recorded
+                # Set before the call, so a sync handler's thread gets it in its copy of the
+                # context. Never reset: the next attempt sets it again, and nothing else runs in
+                # this worker's context (tasks a handler creates copy the context as it is during
+                # the attempt). The runner sets it the same way for the attempts it begins.
+                set_task(task)
             worker.task = task
-            # Set before the call, so a sync handler's thread gets it in its copy of the context.
-            # Never reset: the next attempt sets it again, and nothing else runs in this worker's
-            # context (tasks a handler creates copy the context as it is during the attempt).
-            set_task(task)
             try:
                 direct = rt.direct
-                if started == 1 and direct is not None:
+                if call is not None:
+                    result = await call
+                elif started == 1 and direct is not None:
                     result = await direct(task.payload)
                 elif started == 2 and _sampled(task.trace):  # type: ignore[arg-type]
                     # Submitted inside a recorded trace: the attempt is a span of it (untraced tasks,
@@ -1006,7 +1091,7 @@ class WorkerPool:
                 # result: the dependency was not called), success count, duration histogram and
                 # live index in one native call; it tells whether a delivery waits to be settled.
                 if ledger.succeed(task, result, now, offset):
-                    self._settle(task)
+                    _settle(task)
             if rt.limit:
                 self._release_slot(rt)
 
@@ -1116,13 +1201,6 @@ class WorkerPool:
             if self._sleepers and not self._wake_armed:
                 self._arm_wake()
 
-    def _settle(self, task: Task) -> None:
-        delivery = task._delivery
-        try:
-            delivery.on_terminal(task)
-        except Exception:
-            _log.exception("delivery_on_terminal_failed", task_id=task.id)
-
     def _ended(self, task: Task, rt: _TypeRuntime, now: float, reason: int, failure: BaseException | None) -> None:
         """Records an attempt that did not succeed: timeout, exception, cancel or shutdown."""
         wall = now + self._wall
@@ -1180,7 +1258,7 @@ class WorkerPool:
         self._emit(task, previous, status, wall)
         self._live.pop(task.id, None)
         if task._delivery is not None:
-            self._settle(task)
+            _settle(task)
 
     def _dead(self, task: Task, previous: TaskStatus, wall: float) -> None:
         self._finish(task, previous, DEAD, wall)
