@@ -639,6 +639,8 @@ class TaskRunner:
 
     def take(self) -> Awaitable[Any] | None:
         """The rest of the attempt the last `run` stopped at, once; None when it was not begun."""
+    def running(self) -> Any | None:
+        """The task whose handler `run` is calling right now, else None (a handler asking about itself)."""
 
 def tasks_entering(events: Iterable[tuple[_T, object, object, object]], statuses: tuple[object, ...]) -> list[_T]:
     """The tasks of the `(task, previous, status, at)` events whose status is one of `statuses`, in order.

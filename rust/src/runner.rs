@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyType};
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 /// Where a handler's coroutine got to in its first step.
 enum Step<'py> {
@@ -40,6 +41,9 @@ pub struct PyTaskRunner {
     resumed: Py<PyAny>,
     raised: Py<PyAny>,
     pending: Mutex<Option<Py<PyAny>>>,
+    /// The task whose handler `run` is calling (NULL otherwise): borrowed, never dereferenced
+    /// but by `running`, which can only run while that call is under way and `items` holds it.
+    running: AtomicPtr<ffi::PyObject>,
 }
 
 /// The handler of a task type, when its attempts may run here.
@@ -149,6 +153,7 @@ impl PyTaskRunner {
             resumed,
             raised,
             pending: Mutex::new(None),
+            running: AtomicPtr::new(std::ptr::null_mut()),
         })
     }
 
@@ -205,10 +210,13 @@ impl PyTaskRunner {
                 ffi::Py_DECREF(token);
             }
             let payload = record.get(crate::ledger::PAYLOAD)?;
+            self.running.store(task.as_ptr(), Ordering::Relaxed);
             let step = match handler.call1((payload,)) {
-                Ok(made) => self.step(made)?,
-                Err(err) => Step::Pending(self.raise_later(err, py)?),
+                Ok(made) => self.step(made),
+                Err(err) => self.raise_later(err, py).map(Step::Pending),
             };
+            self.running.store(std::ptr::null_mut(), Ordering::Relaxed);
+            let step = step?;
             let result = match step {
                 Step::Returned(result) => result,
                 Step::Pending(rest) => {
@@ -233,6 +241,16 @@ impl PyTaskRunner {
     /// The rest of the attempt `run` stopped at, once (None when it stopped before beginning it).
     fn take(&self) -> Option<Py<PyAny>> {
         self.pending.lock().take()
+    }
+
+    /// The task whose handler `run` is calling right now (None when it is calling none): what
+    /// a handler that asks the pool about its own task, before its first await, finds.
+    fn running(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        let task = self.running.load(Ordering::Relaxed);
+        // SAFETY: non-NULL only while `run` calls that task's handler (cleared right after),
+        // and the task is alive meanwhile (in `items`); reading it needs the GIL we hold, so
+        // `run` cannot clear it and let the task go while we take a reference.
+        (!task.is_null()).then(|| unsafe { Py::from_borrowed_ptr(py, task) })
     }
 }
 

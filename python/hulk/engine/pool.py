@@ -1006,8 +1006,13 @@ class WorkerPool:
                     self._wake_room()
                 took = True
                 ran = run(items, offset)
-                now = now_fn()
                 count = len(items)
+                if worker.interrupt and (ran == count or worker.task is not items[ran]):
+                    # A handler the runner called cancelled its own task, then returned before
+                    # any await: its result stands (see `cancel`).
+                    worker.task = None
+                    await self._swallowed_cancel(worker)
+                now = now_fn()
                 if ran == count:
                     continue
                 # The runner stopped at this task: not begun (None), or begun with its handler
@@ -1078,7 +1083,7 @@ class WorkerPool:
                 reason = worker.interrupt
                 worker.task = None
                 if reason:
-                    self._swallowed_cancel(worker)
+                    await self._swallowed_cancel(worker)
                 now = now_fn()
                 self._ended(task, rt, now, reason, exc)
             else:
@@ -1086,7 +1091,7 @@ class WorkerPool:
                 worker.task = None
                 if worker.interrupt:
                     # The handler swallowed the cancellation and returned: its result stands.
-                    self._swallowed_cancel(worker)
+                    await self._swallowed_cancel(worker)
                 # Record (result, end time, succeeded), event, breaker evidence (none for a cached
                 # result: the dependency was not called), success count, duration histogram and
                 # live index in one native call; it tells whether a delivery waits to be settled.
@@ -1096,8 +1101,16 @@ class WorkerPool:
                 self._release_slot(rt)
 
     @staticmethod
-    def _swallowed_cancel(worker: _Worker) -> None:
+    async def _swallowed_cancel(worker: _Worker) -> None:
+        """Takes back the engine's cancellation of an attempt that ended without it landing.
+
+        A cancel asked while the handler waited was delivered (and caught); one its handler asked
+        for its own task before awaiting is still pending on the worker's asyncio task and would
+        land at the worker's next await, in another task's attempt: it lands here instead.
+        """
         worker.interrupt = 0
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0)
         current = asyncio.current_task()
         if current is not None:
             current.uncancel()
@@ -1325,9 +1338,15 @@ class WorkerPool:
         rt: _TypeRuntime = task._rt
         wall = self._now() + self._wall
         if status is RUNNING:
+            native = self._runner.running() is task
             for worker in self._workers:
-                if worker.task is task and worker.aio is not None:
+                # A task the native runner is running has no `worker.task`: it is its own
+                # handler asking, before its first await, on its worker's asyncio task.
+                if worker.aio is not None and (
+                    worker.task is task or (native and worker.aio is asyncio.current_task())
+                ):
                     if not worker.interrupt:
+                        worker.task = task
                         worker.interrupt = _CANCEL
                         worker.aio.cancel()
                     return True

@@ -285,3 +285,43 @@ def test_resumed_propagates_an_error_the_coroutine_does_not_catch() -> None:
     rest.send(None)
     with pytest.raises(RuntimeError, match="boom"):
         rest.throw(RuntimeError("boom"))
+
+
+# --- a handler cancelling its own task --------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["native", "python"])
+@pytest.mark.parametrize("then_await", [False, True])
+async def test_a_handler_cancelling_its_own_task_is_cancelled_at_its_next_await(path: str, then_await: bool) -> None:
+    # Plain types run natively; a concurrency limit sends them down the Python path.
+    app = Hulk(EngineConfig(workers=1, tick_interval=None, seed=0), builtins=False)
+    answers: list[bool] = []
+
+    @app.task("self", concurrency=None if path == "native" else 1)
+    async def cancels_itself(payload: Any) -> Any:
+        answers.append(app.cancel(context.current_task().id))
+        if then_await:
+            await asyncio.sleep(0)
+        return "kept"
+
+    @app.task("next")
+    async def after(payload: Any) -> Any:
+        await asyncio.sleep(0)
+        return payload
+
+    async with app:
+        own = app.submit("self")
+        following = app.submit("next", 1)
+        done = await app.wait(own.id, timeout=10)
+        # The worker lives on: the cancellation landed in the attempt that asked for it.
+        assert (await app.wait(following.id, timeout=10)).result == 1
+        assert app.pool.worker_count == 1
+    assert answers == [True]
+    if then_await:
+        assert done.status is TaskStatus.CANCELLED
+        assert done.error is not None
+        assert done.error.type == "TaskCancelled"
+    else:
+        # It returned before any await: the result stands, as for any cancel that never landed.
+        assert done.status is TaskStatus.SUCCEEDED
+        assert done.result == "kept"
