@@ -5,9 +5,9 @@ Blocking notes: every method is O(1) or O(log n) and stays attached to the GIL, 
 Every time-dependent method takes an optional `now` (monotonic seconds, see `monotonic()`).
 """
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any, Final, Literal, Self, TypedDict, TypeVar, final
+from typing import Any, Final, Literal, Self, TypedDict, TypeVar, final, overload
 
 __version__: Final[str]
 build_profile: Final[Literal["debug", "release"]]
@@ -485,7 +485,7 @@ class TypeLedger:
         retries: a new task's `max_retries` when `accept` is given None.
         timeout: a new task's `timeout` when `accept` is given None.
         statuses: the (queued, running, succeeded) status objects.
-        pending: the event buffer (a list the ledger appends to).
+        pending: the event buffer the ledger appends to.
         fresh: the list new tasks are appended to (the pool files them in `live` lazily).
         live: the live index by id.
         ids: where new tasks' ids come from.
@@ -510,7 +510,7 @@ class TypeLedger:
         retries: object,
         timeout: object,
         statuses: tuple[object, object, object],
-        pending: list[Any],
+        pending: EventBuffer,
         fresh: list[Any],
         live: dict[str, Any],
         ids: IdStream,
@@ -586,6 +586,45 @@ class TypeLedger:
             TypeError: `task` is not an instance of `task_class`.
             ValueError: `now` or `now + offset` is not finite.
         """
+
+@final
+class EventBuffer:
+    """Where the worker pool buffers task events between flushes: four references per event.
+
+    No tuple is made per event (three garbage-collected allocations per task on the hot path);
+    `take` hands the events over as an `EventBatch`. `TypeLedger`s append to it natively.
+    """
+
+    def __new__(cls) -> Self: ...
+    def append(self, task: object, previous: object, status: object, at: object) -> None:
+        """Appends the event `(task, previous, status, at)`."""
+
+    def take(self) -> EventBatch:
+        """The buffered events as a batch, in order; the buffer is left empty."""
+
+    def __len__(self) -> int: ...
+
+@final
+class EventBatch(Sequence[tuple[Any, Any, Any, Any]]):
+    """A batch of task events: a read-only sequence of `(task, previous, status, at)` tuples.
+
+    The tuples are made when read (by index, slice or iteration); native readers
+    (`tasks_entering`, `RecordEncoder.events`) read the events in place.
+    """
+
+    def __len__(self) -> int: ...
+    @overload
+    def __getitem__(self, index: int, /) -> tuple[Any, Any, Any, Any]: ...
+    @overload
+    def __getitem__(self, index: slice, /) -> list[tuple[Any, Any, Any, Any]]: ...
+    def __iter__(self) -> EventBatchIterator: ...
+
+@final
+class EventBatchIterator(Iterator[tuple[Any, Any, Any, Any]]):
+    """Iterates an `EventBatch`'s tuples, in order."""
+
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> tuple[Any, Any, Any, Any]: ...
 
 @final
 class TaskRunner:

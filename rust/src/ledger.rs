@@ -17,12 +17,13 @@
 
 use crate::breaker::{Breaker, PyCircuitBreaker};
 use crate::counters::{AtomicCounter, AtomicHistogram, PyCounter, PyHistogram};
+use crate::events::PyEventBuffer;
 use crate::queue::PyBoundedQueue;
 use parking_lot::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyFloat, PyList, PyTuple, PyType};
+use pyo3::types::{PyDict, PyFloat, PyList, PyType};
 
 /// What `begin` decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -289,21 +290,13 @@ impl<'py> Record<'_, 'py> {
 
     #[inline]
     fn get_f64(&self, field: usize) -> PyResult<f64> {
-        self.get(field)?.extract::<f64>()
+        let value = self.get(field)?;
+        // SAFETY: `value` is a live object; an exact float's value is read in place.
+        if unsafe { ffi::PyFloat_CheckExact(value.as_ptr()) } != 0 {
+            return Ok(unsafe { ffi::PyFloat_AS_DOUBLE(value.as_ptr()) });
+        }
+        value.extract::<f64>()
     }
-}
-
-/// Appends `(task, previous, status, at)` to the event buffer.
-#[inline]
-fn emit<'py>(
-    pending: &Bound<'py, PyList>,
-    task: &Bound<'py, PyAny>,
-    previous: &Bound<'py, PyAny>,
-    status: &Bound<'py, PyAny>,
-    at: &Bound<'py, PyAny>,
-) -> PyResult<()> {
-    let event = PyTuple::new(pending.py(), [task, previous, status, at])?;
-    pending.append(event)
 }
 
 // --- ids ---------------------------------------------------------------------------------------
@@ -366,10 +359,27 @@ impl PyIdStream {
                 expires,
             };
         }
-        // ASCII by construction (an ASCII head and hex digits).
-        let text = std::str::from_utf8(&text)
-            .map_err(|_| PyValueError::new_err("IdStream: the id is not ASCII"))?;
-        Ok(pyo3::types::PyString::new(py, text).into_any())
+        // ASCII by construction (an ASCII head and hex digits): copied into a new compact
+        // ASCII string, with no UTF-8 decoding.
+        if !text.is_ascii() {
+            return Err(PyValueError::new_err("IdStream: the id is not ASCII"));
+        }
+        let len = text.len() as ffi::Py_ssize_t;
+        // SAFETY: PyUnicode_New(len, 127) returns a new compact ASCII string of `len` one-byte
+        // characters (or NULL with an exception set); its data holds `len` bytes, which we fill
+        // with ASCII bytes before anyone else sees the string.
+        unsafe {
+            let made = ffi::PyUnicode_New(len, 127);
+            if made.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            std::ptr::copy_nonoverlapping(
+                text.as_ptr(),
+                ffi::PyUnicode_DATA(made).cast::<u8>(),
+                text.len(),
+            );
+            Ok(Bound::from_owned_ptr(py, made))
+        }
     }
 }
 
@@ -422,7 +432,7 @@ pub struct PyTypeLedger {
     queued: Py<PyAny>,
     running: Py<PyAny>,
     succeeded_status: Py<PyAny>,
-    pending: Py<PyList>,
+    pending: Py<PyEventBuffer>,
     fresh: Py<PyList>,
     live: Py<PyDict>,
     ids: Py<PyIdStream>,
@@ -523,7 +533,9 @@ impl PyTypeLedger {
             return Ok(None);
         }
         self.submitted.get().inner.add(1);
-        emit(self.pending.bind(py), &task, none, self.queued.bind(py), at)?;
+        self.pending
+            .get()
+            .push(&task, none, self.queued.bind(py), at);
         // Filed in the live index by id only when someone looks (see the pool's `_index`).
         self.fresh.bind(py).append(&task)?;
         Ok(Some(task))
@@ -551,7 +563,7 @@ impl PyTypeLedger {
         retries: Py<PyAny>,
         timeout: Py<PyAny>,
         statuses: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
-        pending: Py<PyList>,
+        pending: Py<PyEventBuffer>,
         fresh: Py<PyList>,
         live: Py<PyDict>,
         ids: Py<PyIdStream>,
@@ -704,13 +716,9 @@ impl PyTypeLedger {
             &attempt.saturating_add(1).into_pyobject(py)?.into_any(),
         );
         record.set(STARTED_AT, &at);
-        emit(
-            self.pending.bind(py),
-            task,
-            self.queued.bind(py),
-            self.running.bind(py),
-            &at,
-        )?;
+        self.pending
+            .get()
+            .push(task, self.queued.bind(py), self.running.bind(py), &at);
         Ok(if record.get(TRACE)?.is_none() {
             STARTED
         } else {
@@ -736,13 +744,12 @@ impl PyTypeLedger {
         record.set(RESULT, result);
         record.set(FINISHED_AT, &at);
         record.set(STATUS, self.succeeded_status.bind(py));
-        emit(
-            self.pending.bind(py),
+        self.pending.get().push(
             task,
             self.running.bind(py),
             self.succeeded_status.bind(py),
             &at,
-        )?;
+        );
         succeed(
             self.breaker(),
             &self.succeeded.get().inner,

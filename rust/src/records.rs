@@ -306,67 +306,63 @@ impl PyRecordEncoder {
         let mut groups: Vec<(Bound<'py, PyString>, Vec<u8>, usize)> = Vec::new();
         let created = PyString::new(py, "created");
         let updated = PyString::new(py, "updated");
-        for event in events.try_iter()? {
-            let event = event?;
-            let event = event.cast::<PyTuple>()?;
-            if event.len() < 4 {
-                return Err(PyValueError::new_err(
-                    "RecordEncoder.events: an event is (task, previous, status, at)",
-                ));
-            }
-            let task = event.get_item(0)?;
-            let kind = if event.get_borrowed_item(1)?.is_none() {
-                created.clone()
-            } else {
-                match kinds.get_item(event.get_borrowed_item(2)?)? {
-                    Some(kind) => kind.cast_into::<PyString>()?,
-                    None => updated.clone(),
+        crate::events::each_event(
+            events,
+            "RecordEncoder.events",
+            |task, previous, status, at| {
+                let kind = if previous.is_none() {
+                    created.clone()
+                } else {
+                    match kinds.get_item(status)? {
+                        Some(kind) => kind.cast_into::<PyString>()?,
+                        None => updated.clone(),
+                    }
+                };
+                let at = at.extract::<f64>()?;
+                // Kinds are few: a short scan of the groups, by identity (the `kinds` values and the
+                // two constants) or else by text.
+                let text = kind.to_str()?;
+                let index = match groups.iter().position(|(k, _, _)| {
+                    k.as_ptr() == kind.as_ptr() || k.to_str().ok() == Some(text)
+                }) {
+                    Some(index) => index,
+                    None => {
+                        groups.push((kind.clone(), Vec::with_capacity(4096), 0));
+                        groups.len() - 1
+                    }
+                };
+                let (_, out, count) = &mut groups[index];
+                if *count > 0 {
+                    out.push(b',');
                 }
-            };
-            let at = event.get_borrowed_item(3)?.extract::<f64>()?;
-            // Kinds are few: a short scan of the groups, by identity (the `kinds` values and the
-            // two constants) or else by text.
-            let text = kind.to_str()?;
-            let index = match groups
-                .iter()
-                .position(|(k, _, _)| k.as_ptr() == kind.as_ptr() || k.to_str().ok() == Some(text))
-            {
-                Some(index) => index,
-                None => {
-                    groups.push((kind.clone(), Vec::with_capacity(4096), 0));
-                    groups.len() - 1
+                *count += 1;
+                let record = self.layout.record(task)?;
+                out.extend_from_slice(b"{\"task_id\":");
+                self.write_value(out, &record.get(ledger::ID)?)?;
+                out.extend_from_slice(b",\"type\":");
+                self.write_value(out, &record.get(ledger::TYPE)?)?;
+                out.extend_from_slice(b",\"tenant\":");
+                self.write_value(out, &record.get(ledger::TENANT)?)?;
+                out.extend_from_slice(b",\"attempt\":");
+                self.write_value(out, &record.get(ledger::ATTEMPT)?)?;
+                out.extend_from_slice(b",\"at\":");
+                write_f64(out, at);
+                if text == "retrying" || text == "failed" {
+                    let error = record.get(ledger::ERROR)?;
+                    if !error.is_none() {
+                        let message = format!(
+                            "{}: {}",
+                            error.getattr(pyo3::intern!(py, "type"))?.str()?,
+                            error.getattr(pyo3::intern!(py, "message"))?.str()?
+                        );
+                        out.extend_from_slice(b",\"error\":");
+                        write_str(out, &message);
+                    }
                 }
-            };
-            let (_, out, count) = &mut groups[index];
-            if *count > 0 {
-                out.push(b',');
-            }
-            *count += 1;
-            let record = self.layout.record(&task)?;
-            out.extend_from_slice(b"{\"task_id\":");
-            self.write_value(out, &record.get(ledger::ID)?)?;
-            out.extend_from_slice(b",\"type\":");
-            self.write_value(out, &record.get(ledger::TYPE)?)?;
-            out.extend_from_slice(b",\"tenant\":");
-            self.write_value(out, &record.get(ledger::TENANT)?)?;
-            out.extend_from_slice(b",\"attempt\":");
-            self.write_value(out, &record.get(ledger::ATTEMPT)?)?;
-            out.extend_from_slice(b",\"at\":");
-            write_f64(out, at);
-            if text == "retrying" || text == "failed" {
-                let error = record.get(ledger::ERROR)?;
-                if !error.is_none() {
-                    let message = format!(
-                        "{}: {}",
-                        error.getattr(pyo3::intern!(py, "type"))?.str()?,
-                        error.getattr(pyo3::intern!(py, "message"))?.str()?
-                    );
-                    out.extend_from_slice(b",\"error\":");
-                    write_str(out, &message);
-                }
-            }
-            out.push(b'}');
-        }
+                out.push(b'}');
+                Ok(())
+            },
+        )?;
         let out = PyDict::new(py);
         for (kind, objects, count) in groups {
             out.set_item(kind, (PyBytes::new(py, &objects), count))?;

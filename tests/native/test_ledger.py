@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from hulk._native import (
     BoundedQueue,
     CircuitBreaker,
     Counter,
+    EventBatch,
+    EventBuffer,
     Histogram,
     IdStream,
     TypeLedger,
@@ -32,7 +35,7 @@ class Parts:
         self.submitted, self.started, self.succeeded = Counter(), Counter(), Counter()
         self.latency = Histogram(buckets=[0.001, 1.0])
         self.duration = Histogram(buckets=[0.001, 1.0])
-        self.pending: list[Any] = []
+        self.pending = EventBuffer()
         self.fresh: list[Any] = []
         self.live: dict[str, Any] = {}
         self.runtime = object()
@@ -107,7 +110,7 @@ def test_accept_makes_a_whole_queued_record_and_its_event() -> None:
     assert uuid.UUID(task.id).version == 7
     assert parts.queue.try_pop() is task
     assert parts.submitted.value == 1
-    assert parts.pending == [(task, None, S.QUEUED, 100.0)]
+    assert list(parts.pending.take()) == [(task, None, S.QUEUED, 100.0)]
     assert parts.fresh == [task]
     assert parts.live == {}  # filed lazily by the pool
 
@@ -153,7 +156,7 @@ def test_begin_and_succeed_move_the_record_and_keep_the_books() -> None:
     assert parts.succeeded.value == 1
     assert parts.duration.snapshot()["sum"] == pytest.approx(0.25)
     assert parts.live == {}
-    assert parts.pending[1:] == [(task, S.QUEUED, S.RUNNING, 100.5), (task, S.RUNNING, S.SUCCEEDED, 100.75)]
+    assert parts.pending.take()[1:] == [(task, S.QUEUED, S.RUNNING, 100.5), (task, S.RUNNING, S.SUCCEEDED, 100.75)]
 
 
 def test_begin_says_when_a_task_carries_a_trace_or_is_no_longer_queued() -> None:
@@ -268,6 +271,40 @@ def test_tasks_entering_picks_by_identity_in_order() -> None:
     malformed: list[Any] = [(a, None, S.QUEUED, 1.0), (b,)]
     with pytest.raises(TypeError, match="event 1"):
         tasks_entering(malformed, (S.QUEUED,))
+
+
+def test_event_buffer_hands_over_its_events_as_a_batch_of_tuples() -> None:
+    a, b = Task("a"), Task("b")
+    buffer = EventBuffer()
+    assert not buffer
+    buffer.append(a, None, S.QUEUED, 1.0)
+    buffer.append(b, S.RUNNING, S.SUCCEEDED, 2.0)
+    assert len(buffer) == 2
+    batch = buffer.take()
+    assert not buffer  # emptied; the batch keeps the events
+    buffer.append(a, S.QUEUED, S.RUNNING, 3.0)
+    assert isinstance(batch, EventBatch)
+    assert isinstance(batch, Sequence)
+    assert len(batch) == 2
+    assert list(batch) == [(a, None, S.QUEUED, 1.0), (b, S.RUNNING, S.SUCCEEDED, 2.0)]
+    assert batch[0] == (a, None, S.QUEUED, 1.0)
+    assert batch[-1] == (b, S.RUNNING, S.SUCCEEDED, 2.0)
+    assert batch[1:] == [(b, S.RUNNING, S.SUCCEEDED, 2.0)]
+    assert batch[::-1] == [(b, S.RUNNING, S.SUCCEEDED, 2.0), (a, None, S.QUEUED, 1.0)]
+    for task, previous, status, at in batch:
+        assert task in (a, b)
+        assert previous in (None, S.RUNNING)
+        assert status in (S.QUEUED, S.SUCCEEDED)
+        assert at in (1.0, 2.0)
+    with pytest.raises(IndexError, match="index 2 out of range for 2 events"):
+        batch[2]
+    with pytest.raises(IndexError):
+        batch[-3]
+    with pytest.raises(TypeError):
+        batch["0"]  # type: ignore[call-overload]
+    assert tasks_entering(batch, (S.SUCCEEDED,)) == [b]
+    assert list(buffer.take()) == [(a, S.QUEUED, S.RUNNING, 3.0)]
+    assert "2 events" in repr(batch)
 
 
 def test_tasks_not_in_keeps_the_others() -> None:

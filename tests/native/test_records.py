@@ -131,7 +131,7 @@ def test_events_are_the_json_the_python_sink_writes() -> None:
     assert ENCODER.events([], _KIND_BY_STATUS) == {}
     with pytest.raises(TypeError):
         ENCODER.events([(object(), None, TaskStatus.QUEUED, 1.0)], _KIND_BY_STATUS)
-    with pytest.raises(ValueError, match="task, previous, status, at"):
+    with pytest.raises(TypeError, match=r"event 0 is not a \(task, previous, status, at\) tuple"):
         ENCODER.events([(a, None)], _KIND_BY_STATUS)  # type: ignore[list-item]
 
 

@@ -2,8 +2,11 @@
 
 Every status change is one `TaskEvent`. The pool appends events to a buffer on the hot path and
 hands the whole buffer to the sink once per event-loop turn (and on every tick), so a sink costs
-one call per batch, not one per transition. The messaging layer's sink publishes them
-(`hulk.task.created` / `completed` / `failed` ...); the engine itself knows nothing of NATS.
+one call per batch, not one per transition. The batch is a `hulk._native.EventBatch`: a
+read-only sequence whose `(task, previous, status, at)` tuples are made when read (the buffer
+holds no tuple per event); it is never reused, so a sink may keep it. The messaging layer's sink
+publishes them (`hulk.task.created` / `completed` / `failed` ...); the engine itself knows
+nothing of NATS.
 
 An event's task is the live record: by the time the sink sees a batch the task may have moved on
 (a `created` event's task may already be `succeeded`). The event's own fields say what happened;
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol, TypeAlias, runtime_checkable
 
 import structlog
 
+from hulk._native import EventBatch
 from hulk.engine.task import TaskStatus
 
 if TYPE_CHECKING:
@@ -26,6 +30,9 @@ if TYPE_CHECKING:
 __all__ = ["EventSink", "FanoutSink", "MemoryEventSink", "NullEventSink", "TaskEvent", "event_kind"]
 
 _log = structlog.get_logger("hulk.engine.events")
+
+# The pool's batches are native sequences: `isinstance(batch, Sequence)` holds, as the protocol says.
+Sequence.register(EventBatch)
 
 _KINDS: dict[TaskStatus, str] = {
     TaskStatus.SCHEDULED: "scheduled",
@@ -58,8 +65,8 @@ TaskEvent: TypeAlias = tuple["Task", TaskStatus | None, TaskStatus, float]
 - ``status``: the status it entered;
 - ``at``: Unix time of the change.
 
-A plain tuple rather than a named one: the pool makes three per task, and a tuple literal is the
-cheapest object Python can allocate. Unpack it: ``for task, previous, status, at in events``.
+A plain tuple rather than a named one: cheap to make when a sink reads it, and unpacked the
+obvious way: ``for task, previous, status, at in events``.
 """
 
 

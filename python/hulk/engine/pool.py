@@ -79,6 +79,7 @@ from hulk._native import (
     BackoffScheduler,
     BoundedQueue,
     CircuitBreaker,
+    EventBuffer,
     Histogram,
     IdStream,
     TaskRunner,
@@ -89,7 +90,7 @@ from hulk.context import current_task_var, runtime_cache_var
 from hulk.engine.clock import Clock, SystemClock
 from hulk.engine.config import BackoffPolicy, BreakerPolicy, EngineConfig
 from hulk.engine.errors import DuplicateTask, EngineStopped, IllegalTransition, PayloadError, UnknownTaskType
-from hulk.engine.events import EventSink, NullEventSink, TaskEvent
+from hulk.engine.events import EventSink, NullEventSink
 from hulk.engine.ids import IdGenerator
 from hulk.engine.lifecycle import Health
 from hulk.engine.metrics import EngineMetrics, TypeMetrics
@@ -244,7 +245,7 @@ class _TypeRuntime:
         metrics: TypeMetrics,
         queue: BoundedQueue,
         latency: Histogram,
-        pending: list[TaskEvent],
+        pending: EventBuffer,
         fresh: list[Task],
         live: dict[str, Task],
         ids: IdStream,
@@ -442,8 +443,9 @@ class WorkerPool:
         self._live: dict[str, Task] = {}
         self._fresh: list[Task] = []
         self._fresh_limit = max(4096, 2 * config.queue_size)
-        self._pending: list[TaskEvent] = []
-        self._pend = self._pending.append  # the list is never replaced: flush copies and clears it
+        # Transitions since the last flush, kept natively with no tuple per event (see
+        # `hulk._native.EventBuffer`); the buffer is never replaced: flush takes its batch.
+        self._pending = EventBuffer()
         self._flush_armed = False
         self._wake_armed = False
         self._sleepers: list[_Worker] = []
@@ -629,7 +631,7 @@ class WorkerPool:
                 raise _queue_full(self._capacity)
             task.status = QUEUED
             task.queued_at = wall
-            self._pending.append((task, previous, QUEUED, wall))
+            self._pending.append(task, previous, QUEUED, wall)
             if not self._flush_armed:
                 self._arm_flush()
             if self._sleepers and not self._wake_armed:
@@ -853,8 +855,7 @@ class WorkerPool:
             self._index()
         if not self._pending:
             return
-        batch = self._pending[:]
-        self._pending.clear()
+        batch = self._pending.take()
         if self.store is not None:
             try:
                 self.store.record(batch)
@@ -866,7 +867,7 @@ class WorkerPool:
             _log.exception("event_sink_failed", events=len(batch))
 
     def _emit(self, task: Task, previous: TaskStatus | None, status: TaskStatus, wall: float) -> None:
-        self._pending.append((task, previous, status, wall))
+        self._pending.append(task, previous, status, wall)
         if not self._flush_armed:
             self._arm_flush()
 
