@@ -690,6 +690,13 @@ def tasks_entering(events: Iterable[tuple[_T, object, object, object]], statuses
         TypeError: an event is not a tuple of at least three items.
     """
 
+def distinct_tasks(events: Iterable[tuple[_T, object, object, object]]) -> list[_T]:
+    """The tasks of the `(task, previous, status, at)` events, each once (by identity), in order of first appearance.
+
+    Raises:
+        TypeError: an event is not a tuple of four items.
+    """
+
 def tasks_not_in(tasks: list[_T], statuses: tuple[object, ...]) -> list[_T]:
     """The tasks whose `status` attribute is none of `statuses` (by identity), in order."""
 

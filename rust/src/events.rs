@@ -233,6 +233,20 @@ pub fn tasks_entering<'py>(
     Ok(out)
 }
 
+/// The tasks of the events in `events`, each once (by identity), in order of first appearance.
+#[pyfunction]
+pub fn distinct_tasks<'py>(events: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(events.py());
+    let mut seen = std::collections::HashSet::new();
+    each_event(events, "distinct_tasks", |task, _previous, _status, _at| {
+        if seen.insert(task.as_ptr() as usize) {
+            out.append(task)?;
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// The tasks in `tasks` whose `status` attribute is none of `statuses` (by identity), in order.
 #[pyfunction]
 pub fn tasks_not_in<'py>(
@@ -251,12 +265,14 @@ pub fn tasks_not_in<'py>(
     Ok(out)
 }
 
-/// Adds the event buffer and batch, `tasks_entering` and `tasks_not_in` to the native module.
+/// Adds the event buffer and batch, `tasks_entering`, `distinct_tasks` and `tasks_not_in` to the
+/// native module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEventBuffer>()?;
     m.add_class::<PyEventBatch>()?;
     m.add_class::<PyEventBatchIterator>()?;
     m.add_function(wrap_pyfunction!(tasks_entering, m)?)?;
+    m.add_function(wrap_pyfunction!(distinct_tasks, m)?)?;
     m.add_function(wrap_pyfunction!(tasks_not_in, m)?)?;
     Ok(())
 }

@@ -18,6 +18,7 @@ from hulk._native import (
     Histogram,
     IdStream,
     TypeLedger,
+    distinct_tasks,
     tasks_entering,
     tasks_not_in,
 )
@@ -305,6 +306,19 @@ def test_event_buffer_hands_over_its_events_as_a_batch_of_tuples() -> None:
     assert tasks_entering(batch, (S.SUCCEEDED,)) == [b]
     assert list(buffer.take()) == [(a, S.QUEUED, S.RUNNING, 3.0)]
     assert "2 events" in repr(batch)
+
+
+def test_distinct_tasks_keeps_each_task_once_in_order_of_first_appearance() -> None:
+    a, b = Task("a"), Task("b")
+    events = [(a, None, S.QUEUED, 1.0), (b, None, S.QUEUED, 1.0), (a, S.QUEUED, S.RUNNING, 2.0)]
+    assert distinct_tasks(events) == [a, b]
+    buffer = EventBuffer()
+    for event in events:
+        buffer.append(*event)
+    assert distinct_tasks(buffer.take()) == [a, b]
+    assert distinct_tasks([]) == []
+    with pytest.raises(TypeError, match="event 0"):
+        distinct_tasks([(a,)])  # type: ignore[list-item]
 
 
 def test_tasks_not_in_keeps_the_others() -> None:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from hulk._native import distinct_tasks
 from hulk.messaging.intake import NatsDelivery
 from hulk.messaging.kvstore import RECORD_ENCODER, TERMINAL_STATUSES, NatsStatusStore
 from hulk.messaging.publisher import EventPublisher
@@ -218,7 +219,8 @@ class NatsTaskStore:
     def record(self, events: Sequence[tuple[Any, Any, Any, float]]) -> None:
         """Takes one batch of transitions; writes terminal records now and passing states later."""
         last: dict[str, Any] = {}
-        for task, _previous, _status, _at in events:
+        # Each task once (natively, with no tuple per event); a newer object under the same id wins.
+        for task in distinct_tasks(events):
             last[task.id] = task
         records = []
         terminal: list[str] = []
