@@ -882,6 +882,18 @@ mod tests {
     }
 
     #[test]
+    fn is_closed_reads_the_state_without_moving_it() {
+        let mut b = Breaker::new(count_cfg(10, 5)).unwrap();
+        assert!(b.is_closed());
+        b.force_open(at(0.0));
+        assert!(!b.is_closed());
+        // Due to half-open, but only a clock-reading call moves it there.
+        assert!(!b.is_closed());
+        assert_eq!(b.state(at(11.0)), State::HalfOpen);
+        assert!(!b.is_closed());
+    }
+
+    #[test]
     fn closed_stays_closed_below_minimum_calls() {
         let mut b = Breaker::new(count_cfg(10, 5)).unwrap();
         for _ in 0..4 {

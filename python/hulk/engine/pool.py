@@ -946,7 +946,7 @@ class WorkerPool:
         # the plain attempts at its front start to finish (see `TaskRunner`); the rest of the
         # batch goes to `local`, where any worker takes tasks one by one. On this Python path,
         # everything touched per task is a local or one attribute away; one clock read per task;
-        # the record, its events (tuples appended to the buffer), the breaker and the metrics are
+        # the record, its events (appended to the native buffer), the breaker and the metrics are
         # kept by two native calls (`begin`, `succeed`); no lock, timer or log line. The watchdog
         # finds the deadline from `worker.task`.
         q = self._q
