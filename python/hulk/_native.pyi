@@ -770,3 +770,19 @@ def pub_frames(
             with nats-py's own rules instead: `hulk.messaging.frames.frames_of` does).
         TypeError: a message that is not `(str, bytes, str, dict | None)`.
     """
+
+def pub_group_frames(
+    messages: list[tuple[str, bytes]], headers: Mapping[str, str] | None, reply: str, max_payload: int
+) -> tuple[bytes, int]:
+    """The frames of a group of `(subject, payload)` messages sharing `headers`, the last with `reply`.
+
+    The same bytes `pub_frames` makes of `(subject, payload, reply if last else "", headers)`, with
+    no tuple per message and the header lines formatted once.
+
+    Returns:
+        The frames in one buffer, and the payload bytes.
+
+    Raises:
+        ValueError: a part it does not format itself (as `pub_frames`).
+        TypeError: a message is not a `(str, bytes)` tuple.
+    """

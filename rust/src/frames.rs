@@ -10,7 +10,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 /// True for a subject (or reply) nats-py would send unchanged: printable ASCII, no space.
 pub fn plain_subject(subject: &[u8]) -> bool {
@@ -138,8 +138,58 @@ pub fn pub_frames<'py>(
     Ok((PyBytes::new(py, &out), payload_bytes))
 }
 
+/// The frames of a group: `(subject, payload)` messages sharing `headers`, the last one with
+/// `reply` (the others with none), in one buffer, and the payload bytes.
+///
+/// What `pub_frames` makes of the same messages as `(subject, payload, reply or "", headers)`,
+/// without a tuple per message; the header lines are formatted once for the group. Raises
+/// ValueError for a part it does not format itself.
+#[pyfunction]
+#[pyo3(signature = (messages, headers, reply, max_payload))]
+pub fn pub_group_frames<'py>(
+    py: Python<'py>,
+    messages: &Bound<'py, PyList>,
+    headers: Option<&Bound<'py, PyDict>>,
+    reply: &str,
+    max_payload: usize,
+) -> PyResult<(Bound<'py, PyBytes>, usize)> {
+    if !(reply.is_empty() || plain_subject(reply.as_bytes())) {
+        return Err(refuse("a subject that needs nats-py's checks"));
+    }
+    let mut lines = Vec::new();
+    if let Some(headers) = headers {
+        header_lines(&headers.as_borrowed(), &mut lines)?;
+    }
+    let mut out = Vec::with_capacity(512);
+    let mut payload_bytes = 0;
+    let last = messages.len().saturating_sub(1);
+    for (index, message) in messages.iter().enumerate() {
+        let message = message.cast::<PyTuple>()?;
+        if message.len() != 2 {
+            return Err(refuse("each message of a group is (subject, payload)"));
+        }
+        let subject = message.get_borrowed_item(0)?;
+        let subject = subject.cast::<PyString>()?;
+        let subject = subject.to_str()?.as_bytes();
+        let payload = message.get_borrowed_item(1)?;
+        let payload = payload.cast::<PyBytes>()?;
+        let payload = payload.as_bytes();
+        if !plain_subject(subject) {
+            return Err(refuse("a subject that needs nats-py's checks"));
+        }
+        if payload.len() > max_payload {
+            return Err(refuse("a payload over the server's limit"));
+        }
+        let reply = if index == last { reply.as_bytes() } else { b"" };
+        write_frame(&mut out, subject, reply, &lines, payload);
+        payload_bytes += payload.len();
+    }
+    Ok((PyBytes::new(py, &out), payload_bytes))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(pub_frames, m)?)
+    m.add_function(wrap_pyfunction!(pub_frames, m)?)?;
+    m.add_function(wrap_pyfunction!(pub_group_frames, m)?)
 }
 
 #[cfg(test)]

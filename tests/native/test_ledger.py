@@ -318,7 +318,7 @@ def test_distinct_tasks_keeps_each_task_once_in_order_of_first_appearance() -> N
     assert distinct_tasks(buffer.take()) == [a, b]
     assert distinct_tasks([]) == []
     with pytest.raises(TypeError, match="event 0"):
-        distinct_tasks([(a,)])  # type: ignore[list-item]
+        distinct_tasks([(a,)])  # type: ignore[arg-type]
 
 
 def test_tasks_not_in_keeps_the_others() -> None:

@@ -33,7 +33,7 @@ from nats.errors import (
     OutboundBufferLimitError,
 )
 
-from hulk._native import pub_frames
+from hulk._native import pub_frames, pub_group_frames
 
 __all__ = ["AckBatcher", "check_payload", "frame", "frames_of", "send_frames", "supported"]
 
@@ -119,6 +119,30 @@ def frames_of(nc: Any, messages: Sequence[tuple[str, bytes, str, Mapping[str, st
             check_payload(nc, message[1])
         out = b"".join([frame(subject, payload, reply, headers) for subject, payload, reply, headers in messages])
         return out, sum(len(message[1]) for message in messages)
+
+
+def group_frames_of(
+    nc: Any, messages: Sequence[tuple[str, bytes]], headers: Mapping[str, str] | None, reply: str
+) -> tuple[bytes, int]:
+    """`frames_of` for a group: `(subject, payload)` messages sharing `headers`, only the last with `reply`.
+
+    Formatted natively in one pass (`hulk._native.pub_group_frames`, no tuple per message) when
+    every part is plain; otherwise as `frames_of` formats the same messages.
+
+    Raises:
+        The errors of `frames_of`.
+    """
+    try:
+        return pub_group_frames(messages, headers, reply, nc.max_payload)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        last = len(messages) - 1
+        return frames_of(
+            nc,
+            [
+                (subject, payload, reply if index == last else "", headers)
+                for index, (subject, payload) in enumerate(messages)
+            ],
+        )
 
 
 async def send_frames(nc: Any, data: bytes, count: int = 1, payload_bytes: int = 0) -> None:

@@ -34,7 +34,7 @@ from nats.aio.subscription import Subscription
 
 from hulk.errors import HulkError
 from hulk.messaging.connection import NatsConnection, cancel_and_wait
-from hulk.messaging.frames import frames_of, send_frames
+from hulk.messaging.frames import frames_of, group_frames_of, send_frames
 from hulk.messaging.frames import supported as frames_supported
 
 __all__ = ["AckPipeline", "PublishError"]
@@ -165,9 +165,9 @@ class AckPipeline:
         return [fut for _token, fut in tracked]
 
     async def publish_group(
-        self, messages: Sequence[tuple[str, bytes, dict[str, str] | None]]
+        self, messages: Sequence[tuple[str, bytes]], headers: dict[str, str] | None = None
     ) -> asyncio.Future[dict[str, Any]]:
-        """Sends `(subject, payload, headers)` messages bound to one stream; one acknowledgement for all.
+        """Sends `(subject, payload)` messages bound to one stream, all with `headers`; one acknowledgement for all.
 
         Returns the future of the last message's acknowledgement: resolved means every message of
         the group is stored (see the module docstring for the one exception).
@@ -182,15 +182,16 @@ class AckPipeline:
             await self.start()
         await self._reserve(len(messages))
         token, fut = self._track(len(messages))
-        last = len(messages) - 1
         reply = self._prefix + token
         try:
-            await self._send(
-                [
-                    (subject, payload, reply if index == last else "", headers)
-                    for index, (subject, payload, headers) in enumerate(messages)
-                ]
-            )
+            nc = self._conn.nc
+            if self._frames:
+                data, payload_bytes = group_frames_of(nc, messages, headers, reply)
+                await send_frames(nc, data, len(messages), payload_bytes)
+            else:
+                last = len(messages) - 1
+                for index, (subject, payload) in enumerate(messages):
+                    await nc.publish(subject, payload, reply=reply if index == last else "", headers=headers)
         except BaseException:
             self._finish(token)
             raise

@@ -269,7 +269,7 @@ class EventPublisher:
             safe.set_result(None)
             return safe
         try:
-            fut = await self._pipeline.publish_group([(subject, payload, headers) for subject, payload in messages])
+            fut = await self._pipeline.publish_group(messages, headers)
         except (NatsError, OSError) as exc:
             log.debug("group publish failed, to outbox: %r", exc)
             self._group_to_outbox(messages, headers)

@@ -220,11 +220,11 @@ async def test_group_acknowledgement_failure_fails_the_group(conn: NatsConnectio
     kv = NatsStatusStore(conn, ttl=60)
     await kv.start()
     # Larger than the whole window: goes out alone, and the window is free again once it settles.
-    stored = await pipe.publish_group([(f"$KV.hulk_status.w{i}", b"{}", None) for i in range(10)])
+    stored = await pipe.publish_group([(f"$KV.hulk_status.w{i}", b"{}") for i in range(10)])
     assert (await stored)["stream"] == "KV_hulk_status"
     assert pipe.pending == 0
     # The last message has no stream: the group's one acknowledgement fails, so the caller re-sends all.
-    failed = await pipe.publish_group([("$KV.hulk_status.x1", b"{}", None), ("no.stream.here", b"{}", None)])
+    failed = await pipe.publish_group([("$KV.hulk_status.x1", b"{}"), ("no.stream.here", b"{}")])
     with pytest.raises(PublishError):
         await failed
     with pytest.raises(ValueError, match="at least one"):

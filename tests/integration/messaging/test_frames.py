@@ -9,9 +9,9 @@ import pytest
 from nats.errors import BadHeaderError, ConnectionClosedError
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
-from hulk._native import pub_frames
+from hulk._native import pub_frames, pub_group_frames
 from hulk.messaging.connection import NatsConnection
-from hulk.messaging.frames import AckBatcher, frame, frames_of, send_frames, supported
+from hulk.messaging.frames import AckBatcher, frame, frames_of, group_frames_of, send_frames, supported
 
 
 def test_header_values_cannot_break_the_frame_and_bad_names_are_refused() -> None:
@@ -47,6 +47,37 @@ def test_native_frames_are_the_python_frames(messages: list[Any]) -> None:
     expected = b"".join(frame(*m) for m in messages)
     assert pub_frames(messages, 64) == (expected, sum(len(m[1]) for m in messages))
     assert frames_of(_Client(), messages) == (expected, sum(len(m[1]) for m in messages))
+
+
+@pytest.mark.parametrize("headers", [None, {"traceparent": "00-ab-cd-01"}])
+@pytest.mark.parametrize("reply", ["", "_INBOX.x.1f"])
+def test_group_frames_are_the_frames_of_each_message(headers: dict[str, str] | None, reply: str) -> None:
+    group = [("$KV.b.a", b"{}"), ("$KV.b.b", b"[1]"), ("$KV.b.c", b"")]
+    each = [(subject, payload, reply if i == 2 else "", headers) for i, (subject, payload) in enumerate(group)]
+    expected = b"".join(frame(*m) for m in each)
+    assert pub_group_frames(group, headers, reply, 64) == (expected, 5)
+    assert group_frames_of(_Client(), group, headers, reply) == (expected, 5)
+    assert pub_group_frames([], headers, reply, 64) == (b"", 0)
+
+
+@pytest.mark.parametrize(
+    ("group", "headers", "reply"),
+    [
+        ([("a", b"")], {"K": " x\r\ny "}, ""),  # a header value nats-py cleans
+        ([("sujet.é", b"")], None, ""),  # non-ASCII subject
+        ([("a", b"")], None, "bad reply"),  # a reply nats-py refuses
+        ([("a", bytearray(b"xy"))], None, ""),  # not bytes
+        ([("a", b"", "")], None, ""),  # not a pair
+    ],
+)
+def test_group_parts_the_native_path_does_not_vouch_for_go_the_frames_of_way(
+    group: list[Any], headers: dict[str, str] | None, reply: str
+) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        pub_group_frames(group, headers, reply, 64)
+    if len(group[0]) == 2 and reply == "":
+        each = [(subject, payload, reply, headers) for subject, payload in group]
+        assert group_frames_of(_Client(), group, headers, reply) == frames_of(_Client(), each)
 
 
 @pytest.mark.parametrize(
