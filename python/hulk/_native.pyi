@@ -455,6 +455,33 @@ class IdStream:
         """
 
 @final
+class TaskMaker:
+    """Makes new task records, as `task_class(type, payload, id=..., ...)` makes them, in one call.
+
+    Args:
+        task_class: the task record class (as for `TypeLedger`).
+
+    Raises:
+        TypeError: `task_class` lacks one of the task fields as a writable object slot.
+    """
+
+    def __new__(cls, task_class: type) -> Self: ...
+    def make(
+        self,
+        type: str,
+        payload: object,
+        id: str,
+        tenant: str,
+        idempotency_key: str | None,
+        max_retries: int | None,
+        timeout: float | None,
+        priority: int,
+        trace: dict[str, str] | None,
+        created_at: float,
+    ) -> Any:
+        """A new record: not submitted (status None), attempt 0, no times but `created_at`, no outcome."""
+
+@final
 class TypeLedger:
     """One task type's hot-path bookkeeping, fused: one native call per task transition.
 

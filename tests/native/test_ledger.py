@@ -17,6 +17,7 @@ from hulk._native import (
     EventBuffer,
     Histogram,
     IdStream,
+    TaskMaker,
     TypeLedger,
     distinct_tasks,
     tasks_entering,
@@ -319,6 +320,45 @@ def test_distinct_tasks_keeps_each_task_once_in_order_of_first_appearance() -> N
     assert distinct_tasks([]) == []
     with pytest.raises(TypeError, match="event 0"):
         distinct_tasks([(a,)])  # type: ignore[arg-type]
+
+
+def test_task_maker_makes_what_the_task_class_makes() -> None:
+    fields = Task.__slots__
+    cases: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+        (
+            ("t", {"n": 1}),
+            {
+                "id": "a",
+                "tenant": "x",
+                "idempotency_key": "k",
+                "max_retries": 3,
+                "timeout": 2.5,
+                "priority": 4,
+                "trace": {"traceparent": "00"},
+                "created_at": 12.5,
+            },
+        ),
+        (
+            ("t", None),
+            {
+                "id": "b",
+                "tenant": "default",
+                "idempotency_key": None,
+                "max_retries": None,
+                "timeout": None,
+                "priority": 0,
+                "trace": None,
+                "created_at": 0.0,
+            },
+        ),
+    ]
+    for args, kwargs in cases:
+        made = TaskMaker(Task).make(*args, *kwargs.values())
+        expected = Task(*args, **kwargs)
+        assert type(made) is Task
+        assert {f: getattr(made, f) for f in fields} == {f: getattr(expected, f) for f in fields}
+    with pytest.raises(TypeError, match="not a __slots__ field"):
+        TaskMaker(int)
 
 
 def test_tasks_not_in_keeps_the_others() -> None:
