@@ -698,13 +698,18 @@ class TaskRunner:
             its handler called (`take()` is the rest of the attempt: its coroutine suspended, it
             raised, or its result failed `check_result`).
 
+        An error before a task is begun leaves it to the Python path (`take()` is None); one
+        after it is begun is raised by the rest of its attempt (`take()`).
+
         Raises:
-            TypeError: a task's `_rt` has no `TypeLedger` as `ledger`.
-            ValueError: a time is not finite.
+            BaseException: what a `settle` call raised (the task at `position()` is settled).
         """
 
     def take(self) -> Awaitable[Any] | None:
         """The rest of the attempt the last `run` stopped at, once; None when it was not begun."""
+    def position(self) -> int:
+        """The index in `items` of the task the last `run` was at when it returned or raised."""
+
     def running(self) -> Any | None:
         """The task whose handler `run` is calling right now, else None (a handler asking about itself)."""
 

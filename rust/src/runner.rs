@@ -15,12 +15,12 @@
 //! error handling as any attempt. Tasks that were not begun are left for the Python path whole.
 //! So the native path changes how fast a plain attempt runs, never what happens to it.
 
-use crate::ledger::{Layout, PyTypeLedger, NOT_CLOSED, NOT_QUEUED, STARTED};
+use crate::ledger::{Layout, PyTypeLedger, NOT_QUEUED, STARTED};
 use parking_lot::Mutex;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyType};
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Where a handler's coroutine got to in its first step.
 enum Step<'py> {
@@ -44,6 +44,8 @@ pub struct PyTaskRunner {
     /// The task whose handler `run` is calling (NULL otherwise): borrowed, never dereferenced
     /// but by `running`, which can only run while that call is under way and `items` holds it.
     running: AtomicPtr<ffi::PyObject>,
+    /// The index of the task `run` is at (for `position`).
+    position: AtomicUsize,
 }
 
 /// The handler of a task type, when its attempts may run here.
@@ -124,6 +126,50 @@ impl PyTaskRunner {
         }
     }
 
+    /// The attempt of a begun `task`: sets the current task, calls the handler, drives its
+    /// coroutine one step and, when it returned plain JSON, succeeds the task.
+    ///
+    /// Returns Ok((time it ended, whether it has a delivery to settle)) when it succeeded, or
+    /// Err(the rest of the attempt to await).
+    fn attempt<'py>(
+        &self,
+        task: &Bound<'py, PyAny>,
+        handler: &Bound<'py, PyAny>,
+        ledger: &PyTypeLedger,
+        offset: f64,
+    ) -> PyResult<Result<(f64, bool), Bound<'py, PyAny>>> {
+        let py = task.py();
+        // The current task, for `hulk.context`; never reset, as on the Python path.
+        // SAFETY: both are live objects; PyContextVar_Set returns a new token reference
+        // (released at once: nothing resets the variable) or NULL with an exception set.
+        unsafe {
+            let token = ffi::PyContextVar_Set(self.current.as_ptr(), task.as_ptr());
+            if token.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            ffi::Py_DECREF(token);
+        }
+        let payload = self.layout.record(task)?.get(crate::ledger::PAYLOAD)?;
+        self.running.store(task.as_ptr(), Ordering::Relaxed);
+        let step = match handler.call1((payload,)) {
+            Ok(made) => self.step(made),
+            Err(err) => self.raise_later(err, py).map(Step::Pending),
+        };
+        self.running.store(std::ptr::null_mut(), Ordering::Relaxed);
+        let result = match step? {
+            Step::Returned(result) => result,
+            Step::Pending(rest) => return Ok(Err(rest)),
+        };
+        if !is_scalar(&result) {
+            if let Err(err) = self.check_result.bind(py).call1((&result,)) {
+                return Ok(Err(self.raise_later(err, py)?));
+            }
+        }
+        let now = self.now(py)?;
+        let delivery = ledger.finish(task, &result, now, offset)?;
+        Ok(Ok((now, delivery)))
+    }
+
     /// An awaitable that raises `err` (with its traceback) where the Python loop awaits it.
     fn raise_later<'py>(&self, err: PyErr, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.raised.bind(py).call1((err.into_value(py),))
@@ -154,6 +200,7 @@ impl PyTaskRunner {
             raised,
             pending: Mutex::new(None),
             running: AtomicPtr::new(std::ptr::null_mut()),
+            position: AtomicUsize::new(0),
         })
     }
 
@@ -163,19 +210,30 @@ impl PyTaskRunner {
     /// delivery settled) or was no longer queued. When that is fewer than all, the task at that
     /// index is either not begun (`take` returns None: the Python path runs it) or begun and
     /// its handler called (`take` returns the rest of the attempt to await).
+    ///
+    /// An error before a task is begun leaves it to the Python path (which meets the error in its
+    /// own code); an error once it is begun becomes that attempt's error, raised where its rest is
+    /// awaited. Only a delivery's `settle` raising (a BaseException: `_settle` logs the others)
+    /// leaves `run` with an error: `position()` is then the task it settled.
     fn run(&self, items: &Bound<'_, PyList>, offset: f64) -> PyResult<usize> {
         let py = items.py();
         let count = items.len();
         let mut now = self.now(py)?;
         let mut plain: Option<Plain<'_>> = None;
         for index in 0..count {
+            self.position.store(index, Ordering::Relaxed);
             let task = items.get_item(index)?;
             let Ok(record) = self.layout.record(&task) else {
                 return Ok(index); // not a task record: the Python path says what is wrong
             };
-            let runtime = record.get(crate::ledger::RT)?;
+            let Ok(runtime) = record.get(crate::ledger::RT) else {
+                return Ok(index);
+            };
             if plain.as_ref().is_none_or(|p| !p.runtime.is(&runtime)) {
-                plain = Some(Self::plain(&runtime)?);
+                match Self::plain(&runtime) {
+                    Ok(found) => plain = Some(found),
+                    Err(_) => return Ok(index),
+                }
             }
             let Some(Plain {
                 ledger,
@@ -185,54 +243,30 @@ impl PyTaskRunner {
             else {
                 return Ok(index);
             };
-            if !record.get(crate::ledger::TRACE)?.is_none() {
+            if !record.get(crate::ledger::TRACE).is_ok_and(|t| t.is_none()) {
                 return Ok(index); // traced: the Python path makes its span
             }
             let ledger = ledger.get();
-            match ledger.start(&task, now, offset, true)? {
-                STARTED => {}
-                NOT_QUEUED => continue, // cancelled while queued: already recorded
-                NOT_CLOSED => return Ok(index),
-                other => {
-                    return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
-                        "TaskRunner: unexpected start {other} of a plain attempt"
-                    )))
-                }
+            match ledger.start(&task, now, offset, true) {
+                Ok(STARTED) => {}
+                Ok(NOT_QUEUED) => continue, // cancelled while queued: already recorded
+                // A breaker that is not closed (NOT_CLOSED), or an error: the Python path asks.
+                _ => return Ok(index),
             }
-            // The current task, for `hulk.context`; never reset, as on the Python path.
-            // SAFETY: both are live objects; PyContextVar_Set returns a new token reference
-            // (released at once: nothing resets the variable) or NULL with an exception set.
-            unsafe {
-                let token = ffi::PyContextVar_Set(self.current.as_ptr(), task.as_ptr());
-                if token.is_null() {
-                    return Err(PyErr::fetch(py));
+            let finished = self
+                .attempt(&task, handler, ledger, offset)
+                .or_else(|err| self.raise_later(err, py).map(Err));
+            match finished? {
+                Ok((at, delivery)) => {
+                    now = at;
+                    if delivery {
+                        self.settle.bind(py).call1((&task,))?;
+                    }
                 }
-                ffi::Py_DECREF(token);
-            }
-            let payload = record.get(crate::ledger::PAYLOAD)?;
-            self.running.store(task.as_ptr(), Ordering::Relaxed);
-            let step = match handler.call1((payload,)) {
-                Ok(made) => self.step(made),
-                Err(err) => self.raise_later(err, py).map(Step::Pending),
-            };
-            self.running.store(std::ptr::null_mut(), Ordering::Relaxed);
-            let step = step?;
-            let result = match step {
-                Step::Returned(result) => result,
-                Step::Pending(rest) => {
+                Err(rest) => {
                     *self.pending.lock() = Some(rest.unbind());
                     return Ok(index);
                 }
-            };
-            if !is_scalar(&result) {
-                if let Err(err) = self.check_result.bind(py).call1((&result,)) {
-                    *self.pending.lock() = Some(self.raise_later(err, py)?.unbind());
-                    return Ok(index);
-                }
-            }
-            now = self.now(py)?;
-            if ledger.finish(&task, &result, now, offset)? {
-                self.settle.bind(py).call1((&task,))?;
             }
         }
         Ok(count)
@@ -241,6 +275,11 @@ impl PyTaskRunner {
     /// The rest of the attempt `run` stopped at, once (None when it stopped before beginning it).
     fn take(&self) -> Option<Py<PyAny>> {
         self.pending.lock().take()
+    }
+
+    /// The index in `items` of the task the last `run` was at when it returned or raised.
+    fn position(&self) -> usize {
+        self.position.load(Ordering::Relaxed)
     }
 
     /// The task whose handler `run` is calling right now (None when it is calling none): what

@@ -1006,7 +1006,15 @@ class WorkerPool:
                 if self._room_waiters:
                     self._wake_room()
                 took = True
-                ran = run(items, offset)
+                try:
+                    ran = run(items, offset)
+                except BaseException:
+                    # A delivery's settle raised past `_settle` (KeyboardInterrupt...): the
+                    # tasks after the one settled go back to the others before this worker goes.
+                    local.extend(items[self._runner.position() + 1 :])
+                    if self._sleepers and not self._wake_armed:
+                        self._arm_wake()
+                    raise
                 count = len(items)
                 if worker.interrupt and (ran == count or worker.task is not items[ran]):
                     # A handler the runner called cancelled its own task, then returned before

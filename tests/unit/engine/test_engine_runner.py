@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from hulk import context
+from hulk._native import TaskRunner
 from hulk.engine import BreakerPolicy, EngineConfig, Hulk, Task, TaskStatus
 from hulk.engine.errors import PayloadError
 from hulk.engine.pool import _resumed
@@ -325,3 +326,99 @@ async def test_a_handler_cancelling_its_own_task_is_cancelled_at_its_next_await(
         # It returned before any await: the result stands, as for any cancel that never landed.
         assert done.status is TaskStatus.SUCCEEDED
         assert done.result == "kept"
+
+
+# --- errors inside the runner ----------------------------------------------------------------
+
+
+def runner_with(clock: Any = None, settle: Any = None) -> TaskRunner:
+    from hulk.engine import pool as pool_module
+
+    return TaskRunner(
+        task_class=Task,
+        current=context.current_task_var,
+        clock=clock,
+        check_result=pool_module._check_result,
+        settle=settle if settle is not None else pool_module._settle,
+        resumed=pool_module._resumed,
+        raised=pool_module._raised,
+    )
+
+
+async def test_an_error_before_a_task_is_begun_leaves_it_to_the_python_path(held: Held) -> None:
+    task = held.app.submit("plain", 1)
+    items = held.take_queued(1)
+    # A start time that is not finite: the ledger refuses it before touching the task.
+    assert held.app.pool._runner.run(items, float("nan")) == 0
+    assert held.take() is None
+    assert task.status is TaskStatus.QUEUED
+    held.app.pool._local.extend(items)
+
+
+async def test_an_error_once_a_task_is_begun_is_that_attempts_error(held: Held) -> None:
+    readings: list[float] = []
+
+    def clock() -> float:
+        if readings:  # the second reading, at the end of the attempt
+            raise OSError("clock gone")
+        readings.append(10.0)
+        return 10.0
+
+    runner = runner_with(clock=clock)
+    task = held.app.submit("plain", 1)
+    assert runner.run(held.take_queued(1), 0.0) == 0
+    rest = runner.take()
+    assert rest is not None
+    assert task.status is TaskStatus.RUNNING
+    with pytest.raises(OSError, match="clock gone"):
+        await rest
+
+
+async def test_a_settle_that_raises_leaves_run_and_says_where(held: Held) -> None:
+    def settle(task: Task) -> None:
+        raise KeyboardInterrupt
+
+    runner = runner_with(settle=settle)
+    first = held.app.submit("plain", 1)
+    second = held.app.submit("plain", 2)
+    items = held.take_queued(2)
+    first._delivery = object()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(items, 0.0)
+    assert runner.position() == 0
+    assert first.status is TaskStatus.SUCCEEDED
+    assert second.status is TaskStatus.QUEUED
+    held.app.pool._local.append(second)
+
+
+class Boom(BaseException):
+    """Not an Exception: `_settle` lets it through."""
+
+
+class ExplodingDelivery:
+    def on_retry(self, task: Task, delay: float) -> None:
+        raise AssertionError("no retry expected")
+
+    def on_terminal(self, task: Task) -> None:
+        raise Boom
+
+
+async def test_tasks_after_a_settle_that_raises_go_to_the_other_workers() -> None:
+    app = Hulk(EngineConfig(workers=2, tick_interval=None, seed=0), builtins=False)
+
+    @app.task("plain")
+    async def plain(payload: Any) -> Any:
+        return payload
+
+    async with app:
+        workers = [worker.aio for worker in app.pool._workers]
+        # Queued before any worker runs: one worker takes all three in one batch.
+        first = app.submit_task(Task("plain", 0), ExplodingDelivery())
+        rest = [app.submit("plain", n) for n in (1, 2)]
+        for task in rest:
+            assert (await app.wait(task.id, timeout=10)).status is TaskStatus.SUCCEEDED
+        assert first.status is TaskStatus.SUCCEEDED
+        assert app.pool.worker_count == 1  # the worker the BaseException went through is gone
+        gone = [aio for aio in workers if aio is not None and aio.done()]
+        assert len(gone) == 1
+        assert isinstance(gone[0].exception(), Boom)
