@@ -93,6 +93,59 @@ fn header_lines(headers: &Borrowed<'_, '_, PyDict>, out: &mut Vec<u8>) -> PyResu
     Ok(())
 }
 
+/// Frames written into one buffer, each message checked the same way.
+struct Framer {
+    out: Vec<u8>,
+    payload_bytes: usize,
+    max_payload: usize,
+}
+
+impl Framer {
+    fn new(max_payload: usize) -> Self {
+        Self {
+            out: Vec::with_capacity(512),
+            payload_bytes: 0,
+            max_payload,
+        }
+    }
+
+    /// Appends the frame of one message; `reply` was checked with `check_reply`.
+    fn push(
+        &mut self,
+        subject: Borrowed<'_, '_, PyAny>,
+        payload: Borrowed<'_, '_, PyAny>,
+        reply: &[u8],
+        header_lines: &[u8],
+    ) -> PyResult<()> {
+        let subject = subject.cast::<PyString>()?;
+        let subject = subject.to_str()?.as_bytes();
+        let payload = payload.cast::<PyBytes>()?;
+        let payload = payload.as_bytes();
+        if !plain_subject(subject) {
+            return Err(refuse("a subject that needs nats-py's checks"));
+        }
+        if payload.len() > self.max_payload {
+            return Err(refuse("a payload over the server's limit"));
+        }
+        write_frame(&mut self.out, subject, reply, header_lines, payload);
+        self.payload_bytes += payload.len();
+        Ok(())
+    }
+
+    fn finish(self, py: Python<'_>) -> (Bound<'_, PyBytes>, usize) {
+        (PyBytes::new(py, &self.out), self.payload_bytes)
+    }
+}
+
+/// `reply` when it is empty or a subject nats-py would send unchanged, else ValueError.
+fn check_reply(reply: &[u8]) -> PyResult<&[u8]> {
+    if reply.is_empty() || plain_subject(reply) {
+        Ok(reply)
+    } else {
+        Err(refuse("a subject that needs nats-py's checks"))
+    }
+}
+
 /// The frames of `(subject, payload, reply, headers)` messages in one buffer, and the payload bytes.
 ///
 /// Raises ValueError for a message it does not format itself (see the module documentation).
@@ -103,39 +156,30 @@ pub fn pub_frames<'py>(
     messages: &Bound<'py, PyAny>,
     max_payload: usize,
 ) -> PyResult<(Bound<'py, PyBytes>, usize)> {
-    let mut out = Vec::with_capacity(512);
+    let mut framer = Framer::new(max_payload);
     let mut lines = Vec::new();
-    let mut payload_bytes = 0;
     for message in messages.try_iter()? {
         let message = message?;
         let message = message.cast::<PyTuple>()?;
         if message.len() != 4 {
             return Err(refuse("each message is (subject, payload, reply, headers)"));
         }
-        let subject = message.get_borrowed_item(0)?;
-        let subject = subject.cast::<PyString>()?;
-        let subject = subject.to_str()?.as_bytes();
-        let payload = message.get_borrowed_item(1)?;
-        let payload = payload.cast::<PyBytes>()?;
-        let payload = payload.as_bytes();
         let reply = message.get_borrowed_item(2)?;
         let reply = reply.cast::<PyString>()?;
-        let reply = reply.to_str()?.as_bytes();
+        let reply = check_reply(reply.to_str()?.as_bytes())?;
         let headers = message.get_borrowed_item(3)?;
-        if !plain_subject(subject) || !(reply.is_empty() || plain_subject(reply)) {
-            return Err(refuse("a subject that needs nats-py's checks"));
-        }
-        if payload.len() > max_payload {
-            return Err(refuse("a payload over the server's limit"));
-        }
         lines.clear();
         if !headers.is_none() {
             header_lines(&headers.cast::<PyDict>()?, &mut lines)?;
         }
-        write_frame(&mut out, subject, reply, &lines, payload);
-        payload_bytes += payload.len();
+        framer.push(
+            message.get_borrowed_item(0)?,
+            message.get_borrowed_item(1)?,
+            reply,
+            &lines,
+        )?;
     }
-    Ok((PyBytes::new(py, &out), payload_bytes))
+    Ok(framer.finish(py))
 }
 
 /// The frames of a group: `(subject, payload)` messages sharing `headers`, the last one with
@@ -153,38 +197,26 @@ pub fn pub_group_frames<'py>(
     reply: &str,
     max_payload: usize,
 ) -> PyResult<(Bound<'py, PyBytes>, usize)> {
-    if !(reply.is_empty() || plain_subject(reply.as_bytes())) {
-        return Err(refuse("a subject that needs nats-py's checks"));
-    }
+    let reply = check_reply(reply.as_bytes())?;
     let mut lines = Vec::new();
     if let Some(headers) = headers {
         header_lines(&headers.as_borrowed(), &mut lines)?;
     }
-    let mut out = Vec::with_capacity(512);
-    let mut payload_bytes = 0;
+    let mut framer = Framer::new(max_payload);
     let last = messages.len().saturating_sub(1);
     for (index, message) in messages.iter().enumerate() {
         let message = message.cast::<PyTuple>()?;
         if message.len() != 2 {
             return Err(refuse("each message of a group is (subject, payload)"));
         }
-        let subject = message.get_borrowed_item(0)?;
-        let subject = subject.cast::<PyString>()?;
-        let subject = subject.to_str()?.as_bytes();
-        let payload = message.get_borrowed_item(1)?;
-        let payload = payload.cast::<PyBytes>()?;
-        let payload = payload.as_bytes();
-        if !plain_subject(subject) {
-            return Err(refuse("a subject that needs nats-py's checks"));
-        }
-        if payload.len() > max_payload {
-            return Err(refuse("a payload over the server's limit"));
-        }
-        let reply = if index == last { reply.as_bytes() } else { b"" };
-        write_frame(&mut out, subject, reply, &lines, payload);
-        payload_bytes += payload.len();
+        framer.push(
+            message.get_borrowed_item(0)?,
+            message.get_borrowed_item(1)?,
+            if index == last { reply } else { b"" },
+            &lines,
+        )?;
     }
-    Ok((PyBytes::new(py, &out), payload_bytes))
+    Ok(framer.finish(py))
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -241,6 +241,58 @@ impl Layout {
             Bound::from_owned_ptr_or_err(py, alloc(class, 0))
         }
     }
+
+    /// A new instance with every field set: those of `fresh`, the others empty.
+    pub(crate) fn new_record<'py>(
+        &self,
+        py: Python<'py>,
+        fresh: &Fresh<'_, 'py>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let task = self.allocate(py)?;
+        let record = self.record(&task)?;
+        let none = py.None().into_bound(py);
+        record.set(DELIVERY, &none);
+        record.set(RT, fresh.runtime);
+        record.set(SCHED, &none);
+        record.set(ATTEMPT, &0i64.into_pyobject(py)?.into_any());
+        record.set(CACHED, &false.into_pyobject(py)?.to_owned().into_any());
+        record.set(CREATED_AT, fresh.created_at);
+        record.set(ERROR, &none);
+        record.set(FINISHED_AT, &none);
+        record.set(ID, fresh.id);
+        record.set(IDEMPOTENCY_KEY, fresh.idempotency_key);
+        record.set(MAX_RETRIES, fresh.max_retries);
+        record.set(PAYLOAD, fresh.payload);
+        record.set(PRIORITY, fresh.priority);
+        record.set(QUEUED_AT, fresh.queued_at);
+        record.set(RESULT, &none);
+        record.set(RUN_AT, &none);
+        record.set(STARTED_AT, &none);
+        record.set(STATUS, fresh.status);
+        record.set(TENANT, fresh.tenant);
+        record.set(TIMEOUT, fresh.timeout);
+        record.set(TRACE, fresh.trace);
+        record.set(TYPE, fresh.type_name);
+        Ok(task)
+    }
+}
+
+/// What a new task record is made of; its other fields start empty (None, `attempt` 0,
+/// `cached` False). `accept` makes queued records, `TaskMaker` ones not yet submitted.
+pub(crate) struct Fresh<'a, 'py> {
+    pub(crate) runtime: &'a Bound<'py, PyAny>,
+    pub(crate) status: &'a Bound<'py, PyAny>,
+    pub(crate) queued_at: &'a Bound<'py, PyAny>,
+    pub(crate) created_at: &'a Bound<'py, PyAny>,
+    pub(crate) id: &'a Bound<'py, PyAny>,
+    pub(crate) type_name: &'a Bound<'py, PyAny>,
+    pub(crate) payload: &'a Bound<'py, PyAny>,
+    pub(crate) tenant: &'a Bound<'py, PyAny>,
+    pub(crate) idempotency_key: &'a Bound<'py, PyAny>,
+    pub(crate) max_retries: &'a Bound<'py, PyAny>,
+    pub(crate) timeout: &'a Bound<'py, PyAny>,
+    pub(crate) priority: &'a Bound<'py, PyAny>,
+    pub(crate) trace: &'a Bound<'py, PyAny>,
 }
 
 /// A task known to be an instance of the layout's class.
@@ -448,8 +500,6 @@ struct Shared<'a, 'py> {
     wall: f64,
     at: Bound<'py, PyAny>,
     none: Bound<'py, PyAny>,
-    zero: Bound<'py, PyAny>,
-    no: Bound<'py, PyAny>,
     tenant: &'a Bound<'py, PyAny>,
     retries: Bound<'py, PyAny>,
     timeout: Bound<'py, PyAny>,
@@ -474,8 +524,6 @@ impl<'a, 'py> Shared<'a, 'py> {
             wall,
             at: PyFloat::new(py, wall).into_any(),
             none: py.None().into_bound(py),
-            zero: 0i64.into_pyobject(py)?.into_any(),
-            no: false.into_pyobject(py)?.to_owned().into_any(),
             tenant,
             retries: if retries.is_none() {
                 ledger.retries.bind(py).clone()
@@ -507,32 +555,26 @@ impl PyTypeLedger {
         idempotency_key: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let py = shared.py;
-        let task = self.layout.allocate(py)?;
-        let record = self.layout.record(&task)?;
         let (none, at) = (&shared.none, &shared.at);
-        record.set(DELIVERY, none);
-        record.set(RT, self.runtime.bind(py));
-        record.set(SCHED, none);
-        record.set(ATTEMPT, &shared.zero);
-        record.set(CACHED, &shared.no);
-        record.set(CREATED_AT, at);
-        record.set(ERROR, none);
-        record.set(FINISHED_AT, none);
         let id = self.ids.get().take(py, shared.wall)?;
-        record.set(ID, &id);
-        record.set(IDEMPOTENCY_KEY, idempotency_key);
-        record.set(MAX_RETRIES, &shared.retries);
-        record.set(PAYLOAD, payload);
-        record.set(PRIORITY, shared.priority);
-        record.set(QUEUED_AT, at);
-        record.set(RESULT, none);
-        record.set(RUN_AT, none);
-        record.set(STARTED_AT, none);
-        record.set(STATUS, self.queued.bind(py));
-        record.set(TENANT, shared.tenant);
-        record.set(TIMEOUT, &shared.timeout);
-        record.set(TRACE, shared.trace);
-        record.set(TYPE, self.type_name.bind(py));
+        let task = self.layout.new_record(
+            py,
+            &Fresh {
+                runtime: self.runtime.bind(py),
+                status: self.queued.bind(py),
+                queued_at: at,
+                created_at: at,
+                id: &id,
+                type_name: self.type_name.bind(py),
+                payload,
+                tenant: shared.tenant,
+                idempotency_key,
+                max_retries: &shared.retries,
+                timeout: &shared.timeout,
+                priority: shared.priority,
+                trace: shared.trace,
+            },
+        )?;
         if !self.queue.get().push_one(py, task.clone().unbind())? {
             return Ok(None);
         }
@@ -671,14 +713,48 @@ impl PyTypeLedger {
     /// Ends `task`'s running attempt as a success with `result`, at monotonic `now`.
     ///
     /// Returns True when the task has a delivery to settle.
-    fn succeed(
+    pub(crate) fn succeed(
         &self,
         task: &Bound<'_, PyAny>,
         result: &Bound<'_, PyAny>,
         now: f64,
         offset: f64,
     ) -> PyResult<bool> {
-        self.finish(task, result, now, offset)
+        let py = task.py();
+        let now = check_time("succeed(now)", now)?;
+        let finished = check_time("succeed(offset)", now + offset)?;
+        let record = self.layout.record(task)?;
+        let duration = finished - record.get_f64(STARTED_AT)?;
+        let cached = record.get(CACHED)?.is_truthy()?;
+        let at = PyFloat::new(py, finished).into_any();
+        record.set(RESULT, result);
+        record.set(FINISHED_AT, &at);
+        record.set(STATUS, self.succeeded_status.bind(py));
+        self.pending.get().push(
+            task,
+            self.running.bind(py),
+            self.succeeded_status.bind(py),
+            &at,
+        );
+        succeed(
+            self.breaker(),
+            &self.succeeded.get().inner,
+            &self.duration.get().inner,
+            if duration.is_nan() { 0.0 } else { duration },
+            now,
+            cached,
+        );
+        // Out of the live index if it was filed there (it may not be, or be out already: a
+        // task handed back by a drain).
+        let live = self.live.bind(py);
+        if !live.is_empty() {
+            if let Err(err) = live.del_item(record.get(ID)?) {
+                if !err.is_instance_of::<pyo3::exceptions::PyKeyError>(py) {
+                    return Err(err);
+                }
+            }
+        }
+        Ok(!record.get(DELIVERY)?.is_none())
     }
 }
 
@@ -729,51 +805,6 @@ impl PyTypeLedger {
             STARTED_TRACED
         })
     }
-
-    /// `succeed`'s work.
-    pub(crate) fn finish(
-        &self,
-        task: &Bound<'_, PyAny>,
-        result: &Bound<'_, PyAny>,
-        now: f64,
-        offset: f64,
-    ) -> PyResult<bool> {
-        let py = task.py();
-        let now = check_time("succeed(now)", now)?;
-        let finished = check_time("succeed(offset)", now + offset)?;
-        let record = self.layout.record(task)?;
-        let duration = finished - record.get_f64(STARTED_AT)?;
-        let cached = record.get(CACHED)?.is_truthy()?;
-        let at = PyFloat::new(py, finished).into_any();
-        record.set(RESULT, result);
-        record.set(FINISHED_AT, &at);
-        record.set(STATUS, self.succeeded_status.bind(py));
-        self.pending.get().push(
-            task,
-            self.running.bind(py),
-            self.succeeded_status.bind(py),
-            &at,
-        );
-        succeed(
-            self.breaker(),
-            &self.succeeded.get().inner,
-            &self.duration.get().inner,
-            if duration.is_nan() { 0.0 } else { duration },
-            now,
-            cached,
-        );
-        // Out of the live index if it was filed there (it may not be, or be out already: a
-        // task handed back by a drain).
-        let live = self.live.bind(py);
-        if !live.is_empty() {
-            if let Err(err) = live.del_item(record.get(ID)?) {
-                if !err.is_instance_of::<pyo3::exceptions::PyKeyError>(py) {
-                    return Err(err);
-                }
-            }
-        }
-        Ok(!record.get(DELIVERY)?.is_none())
-    }
 }
 
 // --- new task records ---------------------------------------------------------------------------
@@ -815,32 +846,25 @@ impl PyTaskMaker {
         trace: &Bound<'py, PyAny>,
         created_at: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let task = self.layout.allocate(py)?;
-        let record = self.layout.record(&task)?;
         let none = py.None().into_bound(py);
-        record.set(DELIVERY, &none);
-        record.set(RT, &none);
-        record.set(SCHED, &none);
-        record.set(ATTEMPT, &0i64.into_pyobject(py)?.into_any());
-        record.set(CACHED, &false.into_pyobject(py)?.to_owned().into_any());
-        record.set(CREATED_AT, created_at);
-        record.set(ERROR, &none);
-        record.set(FINISHED_AT, &none);
-        record.set(ID, id);
-        record.set(IDEMPOTENCY_KEY, idempotency_key);
-        record.set(MAX_RETRIES, max_retries);
-        record.set(PAYLOAD, payload);
-        record.set(PRIORITY, priority);
-        record.set(QUEUED_AT, &none);
-        record.set(RESULT, &none);
-        record.set(RUN_AT, &none);
-        record.set(STARTED_AT, &none);
-        record.set(STATUS, &none);
-        record.set(TENANT, tenant);
-        record.set(TIMEOUT, timeout);
-        record.set(TRACE, trace);
-        record.set(TYPE, r#type);
-        Ok(task)
+        self.layout.new_record(
+            py,
+            &Fresh {
+                runtime: &none,
+                status: &none,
+                queued_at: &none,
+                created_at,
+                id,
+                type_name: r#type,
+                payload,
+                tenant,
+                idempotency_key,
+                max_retries,
+                timeout,
+                priority,
+                trace,
+            },
+        )
     }
 }
 

@@ -166,7 +166,7 @@ impl PyTaskRunner {
             }
         }
         let now = self.now(py)?;
-        let delivery = ledger.finish(task, &result, now, offset)?;
+        let delivery = ledger.succeed(task, &result, now, offset)?;
         Ok(Ok((now, delivery)))
     }
 

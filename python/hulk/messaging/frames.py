@@ -115,10 +115,17 @@ def frames_of(nc: Any, messages: Sequence[tuple[str, bytes, str, Mapping[str, st
     try:
         return pub_frames(messages, nc.max_payload)
     except (ValueError, TypeError):
-        for message in messages:
-            check_payload(nc, message[1])
-        out = b"".join([frame(subject, payload, reply, headers) for subject, payload, reply, headers in messages])
-        return out, sum(len(message[1]) for message in messages)
+        return _frames_by_nats_rules(nc, messages)
+
+
+def _frames_by_nats_rules(
+    nc: Any, messages: Sequence[tuple[str, bytes, str, Mapping[str, str] | None]]
+) -> tuple[bytes, int]:
+    """`frames_of`, message by message with nats-py's rules (which raise nats-py's errors)."""
+    for message in messages:
+        check_payload(nc, message[1])
+    out = b"".join([frame(subject, payload, reply, headers) for subject, payload, reply, headers in messages])
+    return out, sum(len(message[1]) for message in messages)
 
 
 def group_frames_of(
@@ -136,7 +143,7 @@ def group_frames_of(
         return pub_group_frames(messages, headers, reply, nc.max_payload)  # type: ignore[arg-type]
     except (ValueError, TypeError):
         last = len(messages) - 1
-        return frames_of(
+        return _frames_by_nats_rules(
             nc,
             [
                 (subject, payload, reply if index == last else "", headers)
